@@ -1,0 +1,5 @@
+"""`python -m mailstack` runs the CLI."""
+
+from mailstack.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""Pure parsers for the value formats the boky/postfix variables use.
+
+Each function takes the raw string and returns a typed value or raises ValueError whose
+message says what was expected; the caller names the variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+_FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_TABLE = re.compile(r"^[a-z0-9_]+:\S+$")
+
+
+def parse_flag(raw: str | None) -> bool:
+    """A switch: unset, empty, 0, false, no and off mean off; anything else means on."""
+    return raw is not None and raw.strip().lower() not in _FALSE_WORDS
+
+
+def parse_domain(raw: str) -> str:
+    """A DNS domain name, lower-cased and IDNA-encoded (`bücher.example` -> `xn--...`)."""
+    name = raw.strip().rstrip(".").lower()
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"{raw!r} is not a valid domain name") from exc
+    labels = ascii_name.split(".")
+    if len(ascii_name) > 253 or len(labels) < 1 or not all(_LABEL.match(lb) for lb in labels):
+        raise ValueError(f"{raw!r} is not a valid domain name")
+    return ascii_name
+
+
+def parse_domain_list(raw: str) -> tuple[str, ...]:
+    """Whitespace-separated domains (commas are accepted too, and stripped)."""
+    items = [item for item in re.split(r"[\s,]+", raw) if item]
+    domains: list[str] = []
+    for item in items:
+        domain = parse_domain(item)
+        if domain not in domains:
+            domains.append(domain)
+    return tuple(domains)
+
+
+def parse_networks(raw: str) -> tuple[str, ...]:
+    """Postfix mynetworks: CIDR blocks or addresses ([::1]/128 style too) or type:table."""
+    items = [item for item in re.split(r"[\s,]+", raw) if item]
+    if not items:
+        raise ValueError("must list at least one network, e.g. 127.0.0.0/8")
+    result: list[str] = []
+    for item in items:
+        bare = item.replace("[", "").replace("]", "")
+        try:
+            ipaddress.ip_network(bare, strict=False)
+        except ValueError:
+            if not (_TABLE.match(item) or item.startswith("/")):
+                raise ValueError(
+                    f"{item!r} is neither a network (like 10.0.0.0/8) nor a type:table lookup"
+                ) from None
+        result.append(item)
+    return tuple(result)
+
+
+def parse_size(raw: str) -> int:
+    """A size in bytes; 0 means unlimited."""
+    text = raw.strip()
+    if not text.isdigit():
+        raise ValueError(f"must be a whole number of bytes, 0 for unlimited (got {raw!r})")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A listening address: host (IPv4, [IPv6] or name) and port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def connect_host(self) -> str:
+        """Where a local client connects: the wildcard addresses mean loopback."""
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+
+
+def parse_listen(raw: str) -> HostPort:
+    """`address:port` or `[ipv6]:port`."""
+    text = raw.strip()
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^\[\]:\s]*):(\d+)", text)
+    if not match:
+        raise ValueError(f"must be address:port or [ipv6]:port (got {raw!r})")
+    host = match.group(1) or match.group(3) or "0.0.0.0"
+    port = int(match.group(2) or match.group(4))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be 1..65535 (got {port})")
+    return HostPort(host, port)
+
+
+@dataclass(frozen=True)
+class RelayHost:
+    """Postfix `relayhost` in any of its forms; `text` is what goes into main.cf."""
+
+    host: str
+    port: int | None
+    bracketed: bool  # [host] means: no MX lookup
+
+    @property
+    def text(self) -> str:
+        host = f"[{self.host}]" if self.bracketed else self.host
+        return f"{host}:{self.port}" if self.port is not None else host
+
+
+def parse_relayhost(raw: str) -> RelayHost:
+    """`host`, `host:port`, `[host]`, `[host]:port` or `[ipv6]:port`."""
+    text = raw.strip()
+    match = re.fullmatch(r"\[([^\[\]\s]+)\](?::(\d+))?|([^\[\]:\s]+)(?::(\d+))?", text)
+    if not match:
+        raise ValueError(
+            f"must be host, host:port, [host]:port or [ipv6]:port (got {raw!r}); "
+            "put IPv6 addresses in brackets"
+        )
+    bracketed = match.group(1) is not None
+    host = match.group(1) if bracketed else match.group(3)
+    port_text = match.group(2) if bracketed else match.group(4)
+    port = int(port_text) if port_text else None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port must be 1..65535 (got {port})")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not a valid IPv6 address") from None
+    else:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            parse_domain(host)
+    return RelayHost(host=host, port=port, bracketed=bracketed)
+
+
+@dataclass(frozen=True)
+class DkimSelectors:
+    """DKIM_SELECTOR: a fallback selector plus exact per-domain selectors."""
+
+    default: str = "mail"
+    per_domain: dict[str, str] = field(default_factory=dict)
+
+    def for_domain(self, domain: str) -> str:
+        return self.per_domain.get(domain, self.default)
+
+
+_SELECTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def parse_selectors(raw: str) -> DkimSelectors:
+    """`foo,example.org=postfix,example.com=blah`: `d=s` items per domain, the last bare item
+    is the fallback, and without any bare item the fallback is `mail` (boky/postfix rules)."""
+    default = "mail"
+    per_domain: dict[str, str] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        if "=" in item:
+            domain, _, selector = item.partition("=")
+            selector = selector.strip()
+            if not _SELECTOR.match(selector):
+                raise ValueError(f"{selector!r} is not a valid selector (in {item!r})")
+            per_domain[parse_domain(domain)] = selector
+        else:
+            if not _SELECTOR.match(item):
+                raise ValueError(f"{item!r} is not a valid selector")
+            default = item
+    return DkimSelectors(default=default, per_domain=per_domain)
