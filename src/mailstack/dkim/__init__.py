@@ -1,0 +1,1 @@
+"""DKIM keys in the boky/postfix layout: `<keydir>/<domain>.private` + `<domain>.txt`."""

@@ -1,0 +1,80 @@
+"""Find, generate and describe DKIM keys.
+
+Keys live flat in one folder, `<domain>.private` beside `<domain>.txt` (the DNS record), the
+layout of the boky/postfix image, so existing key volumes work unchanged. The selector is not
+part of the file name: it comes from DKIM_SELECTOR at every start.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+KEY_BITS = 2048
+
+
+@dataclass(frozen=True)
+class DomainKey:
+    """One signing identity: the domain, its selector and the private key file."""
+
+    domain: str
+    selector: str
+    private_key: Path
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+
+def key_path(keys_dir: Path, domain: str) -> Path:
+    return keys_dir / f"{domain}.private"
+
+
+def domains_with_keys(keys_dir: Path) -> list[str]:
+    """Domains that have a `<domain>.private` file, sorted."""
+    if not keys_dir.is_dir():
+        return []
+    return sorted(p.name.removesuffix(".private") for p in keys_dir.glob("*.private"))
+
+
+def public_key_b64(private_pem: bytes) -> str:
+    """The `p=` value: base64 of the DER SubjectPublicKeyInfo."""
+    key = serialization.load_pem_private_key(private_pem, password=None)
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode("ascii")
+
+
+def dns_record_value(private_pem: bytes) -> str:
+    """The TXT record's text, as one string."""
+    return f"v=DKIM1; h=sha256; k=rsa; s=email; p={public_key_b64(private_pem)}"
+
+
+def render_txt(selector: str, domain: str, private_pem: bytes) -> str:
+    """A `<domain>.txt` in the zone-file shape opendkim-genkey writes (strings of <= 255)."""
+    value = dns_record_value(private_pem)
+    chunks = [value[i : i + 250] for i in range(0, len(value), 250)]
+    quoted = "\n\t  ".join(f'"{chunk}"' for chunk in chunks)
+    return (
+        f"{selector}._domainkey\tIN\tTXT\t( {quoted} )  ; ----- DKIM key {selector} for {domain}\n"
+    )
+
+
+def parse_txt(text: str) -> str:
+    """The record value from a `<domain>.txt` file: its quoted strings joined."""
+    return "".join(re.findall(r'"([^"]*)"', text))
+
+
+def generate_private_key() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )

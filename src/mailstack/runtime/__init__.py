@@ -1,0 +1,1 @@
+"""Everything that touches disk and processes: preparing files, supervising daemons."""

@@ -1,0 +1,126 @@
+"""One supervised daemon: start it, pump its output into the log, probe readiness, stop it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from mailstack.log import emit_daemon_line
+from mailstack.runtime.logparse import LogRecord
+
+log = logging.getLogger("mailstack.supervisor")
+
+LineParser = Callable[[str], LogRecord]
+Probe = Callable[[], Awaitable[bool]]
+
+
+class Daemon:
+    """A child process plus what the supervisor needs to know about it."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        parse_line: LineParser,
+        probe: Probe,
+        ready_timeout: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.parse_line = parse_line
+        self.probe = probe
+        self.ready_timeout = ready_timeout
+        self.process: asyncio.subprocess.Process | None = None
+        self.tail: deque[str] = deque(maxlen=20)
+        self.restarts = 0
+        self._pumps: list[asyncio.Task[None]] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+            limit=1 << 20,
+        )
+        assert self.process.stdout and self.process.stderr  # noqa: S101 - we asked for pipes
+        self._pumps = [
+            asyncio.create_task(self._pump(self.process.stdout)),
+            asyncio.create_task(self._pump(self.process.stderr)),
+        ]
+        log.info("started %s (pid %s)", self.name, self.process.pid)
+
+    async def _pump(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line longer than the limit: pass it on in pieces
+                raw = await stream.read(1 << 20)
+            if not raw:
+                return
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            if not line.strip():
+                continue
+            self.tail.append(line)
+            record = self.parse_line(line)
+            emit_daemon_line(
+                record.service, record.pid, record.level, record.message, record.fields
+            )
+
+    async def wait_ready(self) -> None:
+        """Poll the probe until it succeeds; fail early if the process exits."""
+        from mailstack.errors import DaemonError
+
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.returncode is not None:
+                await self.drain_output()
+                raise DaemonError(self.name, "exited during start-up", list(self.tail))
+            if await self.probe():
+                return
+            await asyncio.sleep(0.05)
+        raise DaemonError(self.name, f"not ready after {self.ready_timeout:.0f} s", list(self.tail))
+
+    async def wait_exit(self) -> int:
+        assert self.process is not None  # noqa: S101
+        return await self.process.wait()
+
+    async def drain_output(self, timeout: float = 1.0) -> None:
+        """Let the pumps pass on what the process wrote before it ended."""
+        if self._pumps:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*self._pumps), timeout)
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signum)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, wait, then SIGKILL."""
+        if self.process is None:
+            return
+        if self.process.returncode is None:
+            self.signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                log.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
+                self.signal(signal.SIGKILL)
+                await self.process.wait()
+        await self.drain_output()
+        for task in self._pumps:
+            task.cancel()

@@ -1,0 +1,150 @@
+"""Run Postfix's master in the foreground and stop it the way Postfix wants to be stopped.
+
+We start `master -s` ourselves rather than `postfix start-fg`: the latter is a shell wrapper,
+and signalling the wrapper leaves the master running. The master becomes a session leader, so
+its process group holds every Postfix process and nothing is left behind after a stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from mailstack.paths import Paths
+from mailstack.render.postfix import render_master_cf
+from mailstack.runtime.daemon import Daemon
+from mailstack.runtime.files import write_atomic
+from mailstack.runtime.logparse import parse_postfix_line
+from mailstack.runtime.probes import smtp_ready
+from mailstack.settings.model import RelaySettings
+
+log = logging.getLogger("mailstack.postfix")
+
+
+def daemon_directory(paths: Paths, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        ["postconf", "-c", str(paths.postfix_config), "-h", "daemon_directory"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def children_named(parent: int, name: str) -> set[int]:
+    """PIDs of `parent`'s children whose command is `name` (read from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if ppid == parent and comm == name:
+            found.add(int(entry.name))
+    return found
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Postfix(Daemon):
+    """The Postfix master and, through its process group, every Postfix process."""
+
+    def __init__(self, settings: RelaySettings, paths: Paths, env: dict[str, str]) -> None:
+        self.settings = settings
+        self.paths = paths
+        master = os.path.join(daemon_directory(paths, env), "master")
+        super().__init__(
+            name="postfix",
+            argv=[master, "-c", str(paths.postfix_config), "-s"],
+            env=env,
+            parse_line=parse_postfix_line,
+            probe=lambda: smtp_ready(settings.listen_submission),
+        )
+
+    async def start(self) -> None:
+        self.kill_leftovers()
+        if self.process is not None:  # a restart: accept mail again
+            self._write_master_cf(accepting=True)
+        await super().start()
+
+    def _write_master_cf(self, accepting: bool) -> None:
+        write_atomic(
+            self.paths.postfix_config / "master.cf",
+            render_master_cf(self.settings, accepting=accepting),
+        )
+
+    def kill_leftovers(self) -> None:
+        """After a crash the old master's children may still hold the listeners."""
+        if self.process is not None and group_alive(self.process.pid):
+            log.warning("killing processes left over by the previous Postfix master")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def flush_deferred(self) -> None:
+        """Retry mail kept from an earlier run now, not after the next queue scan."""
+        deferred = self.paths.postfix_queue / "deferred"
+        if not any(p.is_dir() and any(p.iterdir()) for p in deferred.iterdir()):
+            return
+        log.info("retrying mail deferred before this start")
+        proc = await asyncio.create_subprocess_exec(
+            "postqueue", "-c", str(self.paths.postfix_config), "-f",
+            env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            log.warning("postqueue -f failed: %s", err.decode(errors="replace").strip())
+
+    async def graceful_stop(self, timeout: float) -> None:
+        """Turn new clients away, let running sessions finish (up to `timeout`), then stop."""
+        proc = self.process
+        if proc is None or proc.returncode is not None:
+            self.kill_leftovers()
+            return
+        sessions = children_named(proc.pid, "smtpd")
+        self._write_master_cf(accepting=False)
+        self.signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        if sessions:
+            log.info(
+                "waiting up to %.0f s for %d SMTP session(s) to finish", timeout, len(sessions)
+            )
+        while sessions and time.monotonic() < deadline:
+            sessions = {pid for pid in sessions if Path(f"/proc/{pid}").exists()}
+            await asyncio.sleep(0.05)
+        if sessions:
+            log.warning(
+                "%d SMTP session(s) still open after %.0f s; closing them", len(sessions), timeout
+            )
+        self.signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            log.warning("Postfix master did not stop; killing it")
+        end = time.monotonic() + 5
+        while group_alive(proc.pid) and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        self.kill_leftovers()
+        with contextlib.suppress(ProcessLookupError):
+            await asyncio.wait_for(proc.wait(), 5)
+        await self.drain_output()
+        self._write_master_cf(accepting=True)
+        log.info("postfix stopped; the queue stays in %s", self.paths.postfix_queue)

@@ -1,0 +1,227 @@
+"""Turn validated settings into a ready-to-start tree: folders, keys, config files, init scripts.
+
+Order matters and follows boky/postfix: configuration first, then the custom init scripts (they
+may edit what was rendered, e.g. with `postconf -e`), then the daemons start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailstack.dkim.keys import (
+    DomainKey,
+    domains_with_keys,
+    generate_private_key,
+    key_path,
+    render_txt,
+)
+from mailstack.errors import ConfigError, InitScriptError, Problem
+from mailstack.paths import Paths
+from mailstack.render.opendkim import render_opendkim
+from mailstack.render.postfix import render_postfix
+from mailstack.runtime.files import ensure_dir, materialise, write_atomic
+from mailstack.settings.model import RelaySettings
+
+log = logging.getLogger("mailstack.prepare")
+
+ZONEINFO = Path("/usr/share/zoneinfo")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What `prepare` decided, needed to start the daemons."""
+
+    dkim_keys: tuple[DomainKey, ...]
+
+    @property
+    def dkim_enabled(self) -> bool:
+        return bool(self.dkim_keys)
+
+
+def postfix_command(paths: Paths, *args: str) -> list[str]:
+    return ["postfix", "-c", str(paths.postfix_config), *args]
+
+
+def child_environment(settings: RelaySettings, paths: Paths) -> dict[str, str]:
+    """The whole environment a daemon gets: no secrets, nothing inherited by accident."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "MAIL_CONFIG": str(paths.postfix_config),
+        "LANG": "C.UTF-8",
+    }
+    if settings.tz:
+        env["TZ"] = settings.tz
+    return env
+
+
+def _setup_dirs(paths: Paths) -> None:
+    ensure_dir(paths.postfix_config)
+    ensure_dir(paths.postfix_queue, 0o755, "root", "root")
+    ensure_dir(paths.postfix_data, 0o700, "postfix", "postfix")
+    ensure_dir(paths.opendkim_config)
+    ensure_dir(paths.dkim_keys, 0o755)
+    ensure_dir(paths.run, 0o755)
+    ensure_dir(paths.opendkim_run, 0o750, "opendkim", "postfix")
+    ensure_dir(paths.syslog_socket.parent, 0o755)
+
+
+def _autogenerate_keys(settings: RelaySettings, paths: Paths) -> None:
+    if not settings.allowed_sender_domains:
+        log.warning(
+            "DKIM_AUTOGENERATE is set but ALLOWED_SENDER_DOMAINS is empty: nothing to generate"
+        )
+        return
+    for domain in settings.allowed_sender_domains:
+        private = key_path(paths.dkim_keys, domain)
+        if private.exists():
+            continue
+        selector = settings.dkim_selectors.for_domain(domain)
+        pem = generate_private_key()
+        write_atomic(private, pem.decode("ascii"), 0o600, "opendkim")
+        txt = render_txt(selector, domain, pem)
+        write_atomic(paths.dkim_keys / f"{domain}.txt", txt, 0o644)
+        log.warning(
+            "generated a new DKIM key for %s; publish this DNS record: %s",
+            domain,
+            " ".join(txt.split()),
+        )
+
+
+def _make_readable_by_opendkim(private: Path) -> None:
+    """OpenDKIM reads keys after dropping privileges; hand it keys it cannot read."""
+    user = pwd.getpwnam("opendkim")
+    info = private.stat()
+    readable = (info.st_uid == user.pw_uid and info.st_mode & 0o400) or info.st_mode & 0o004
+    if not readable:
+        os.chown(private, user.pw_uid, info.st_gid)
+        private.chmod(info.st_mode | 0o400)
+
+
+def signing_keys(settings: RelaySettings, paths: Paths) -> list[DomainKey]:
+    """The keys to sign with: allowed domains that have a key, or, when any sender is
+    allowed, every key in the folder."""
+    on_disk = domains_with_keys(paths.dkim_keys)
+    if settings.allowed_sender_domains:
+        for domain in settings.allowed_sender_domains:
+            if domain not in on_disk:
+                log.info(
+                    "no DKIM key for %s (%s): its mail is not signed",
+                    domain,
+                    key_path(paths.dkim_keys, domain),
+                )
+        domains = [d for d in settings.allowed_sender_domains if d in on_disk]
+    else:
+        domains = on_disk
+    return [
+        DomainKey(d, settings.dkim_selectors.for_domain(d), key_path(paths.dkim_keys, d))
+        for d in domains
+    ]
+
+
+def _check_timezone(tz: str | None) -> None:
+    if tz and not (ZONEINFO / tz).is_file():
+        log.warning("TZ=%s: no such time zone in %s; times stay in UTC", tz, ZONEINFO)
+
+
+def prepare(settings: RelaySettings, paths: Paths) -> Prepared:
+    """Create folders, keys and configuration; run init scripts. Raises on any failure."""
+    _check_timezone(settings.tz)
+    _setup_dirs(paths)
+    if settings.dkim_autogenerate:
+        _autogenerate_keys(settings, paths)
+    keys = signing_keys(settings, paths)
+    for key in keys:
+        _make_readable_by_opendkim(key.private_key)
+    materialise(render_postfix(settings, paths, dkim_enabled=bool(keys)))
+    materialise(render_opendkim(settings, paths, keys))
+    if keys:
+        log.info("DKIM signing for %s", ", ".join(f"{k.domain} (s={k.selector})" for k in keys))
+    else:
+        log.info("no DKIM keys found: mail is not signed")
+    _postfix_permissions(settings, paths)
+    run_init_scripts(settings, paths)
+    return Prepared(dkim_keys=tuple(keys))
+
+
+#: Postfix's queue folders: (name, owner, group, mode), as `postfix set-permissions` makes them.
+QUEUE_DIRS = (
+    *(
+        (name, "postfix", "root", 0o700)
+        for name in (
+            "active",
+            "bounce",
+            "corrupt",
+            "defer",
+            "deferred",
+            "flush",
+            "hold",
+            "incoming",
+            "private",
+            "saved",
+            "trace",
+        )
+    ),
+    ("maildrop", "postfix", "postdrop", 0o730),
+    ("public", "postfix", "postdrop", 0o710),
+    ("pid", "root", "root", 0o755),
+)
+
+
+def _postfix_permissions(settings: RelaySettings, paths: Paths) -> None:
+    """Create the queue folders. A queue from another image (other postfix uid) is handed to
+    `postfix set-permissions`, which re-owns every queue file; that is slow, so only then."""
+    postfix_uid = pwd.getpwnam("postfix").pw_uid
+    foreign = False
+    for name, owner, group, mode in QUEUE_DIRS:
+        folder = paths.postfix_queue / name
+        if folder.is_dir():
+            foreign = foreign or (owner == "postfix" and folder.stat().st_uid != postfix_uid)
+        else:
+            ensure_dir(folder, mode, owner, group)
+    if not foreign:
+        return
+    log.warning("queue files belong to another user id; running postfix set-permissions")
+    result = subprocess.run(
+        postfix_command(paths, "set-permissions"),
+        env=child_environment(settings, paths),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ConfigError(
+            [Problem("MAILSTACK_ROOT", f"postfix set-permissions failed: {result.stderr.strip()}")]
+        )
+
+
+def init_scripts(paths: Paths) -> list[Path]:
+    """`*.sh` in /docker-init.db (deprecated) then /docker-init.d, each folder sorted by name."""
+    scripts: list[Path] = []
+    for folder in paths.init_dirs:
+        if folder.is_dir():
+            scripts += sorted(p for p in folder.iterdir() if p.suffix == ".sh" and p.is_file())
+    return scripts
+
+
+def run_init_scripts(settings: RelaySettings, paths: Paths) -> None:
+    """Run each script with bash; a non-zero exit stops start-up naming the script."""
+    deprecated = paths.init_dirs[0]
+    env = dict(os.environ)
+    env["MAIL_CONFIG"] = str(paths.postfix_config)
+    env["MAILSTACK_ROOT"] = str(paths.root)
+    for script in init_scripts(paths):
+        if script.parent == deprecated:
+            log.warning("%s: /docker-init.db is deprecated, move it to /docker-init.d", script)
+        log.info("running init script %s", script)
+        result = subprocess.run(
+            ["bash", str(script)], env=env, capture_output=True, text=True, check=False
+        )
+        for line in (result.stdout + result.stderr).splitlines():
+            log.info("%s: %s", script.name, line)
+        if result.returncode != 0:
+            raise InitScriptError(str(script), result.returncode)

@@ -1,0 +1,48 @@
+"""A tiny syslog receiver: a unix datagram socket whose messages become log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from pathlib import Path
+
+from mailstack.log import emit_daemon_line
+from mailstack.runtime.logparse import parse_syslog_datagram
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        text = data.decode("utf-8", errors="replace")
+        for part in text.split("\n"):
+            if part.strip():
+                record = parse_syslog_datagram(part)
+                emit_daemon_line(record.service, record.pid, record.level, record.message)
+
+
+class SyslogReceiver:
+    """Listens on `path` (mode 0666, so daemons that dropped privileges can log)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._transport: asyncio.DatagramTransport | None = None
+
+    async def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.bind(str(self.path))
+        os.chmod(self.path, 0o666)
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(_Protocol, sock=sock)
+        self._transport = transport  # type: ignore[assignment]
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()

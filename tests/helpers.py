@@ -1,0 +1,215 @@
+"""Shared test helpers: free ports, private roots, an SMTP sink, and a running relay."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
+
+MAILSTACK = [sys.executable, "-m", "mailstack"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `check` until it is true; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextlib.contextmanager
+def private_root() -> Iterator[Path]:
+    """A MAILSTACK_ROOT the postfix and opendkim users can enter (pytest's tmp_path is 0700)."""
+    base = os.environ.get("MAILSTACK_TEST_DIR", "/var/tmp")
+    root = Path(tempfile.mkdtemp(prefix="mailstack-test-", dir=base))
+    root.chmod(0o755)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Sink:
+    """An upstream relay host on loopback that records what it receives."""
+
+    port: int
+    messages: list[tuple[Envelope, Message]] = field(default_factory=list)
+    auth_seen: list[tuple[str, str]] = field(default_factory=list)
+
+    def wait_messages(self, count: int, timeout: float = 30) -> list[tuple[Envelope, Message]]:
+        wait_for(lambda: len(self.messages) >= count, timeout, f"{count} message(s) at the sink")
+        return self.messages
+
+
+class _Handler:
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+
+    async def handle_DATA(self, server: object, session: object, envelope: Envelope) -> str:
+        content = envelope.content if isinstance(envelope.content, bytes) else b""
+        self.sink.messages.append((envelope, message_from_bytes(content)))
+        return "250 2.0.0 accepted by sink"
+
+
+@contextlib.contextmanager
+def smtp_sink(
+    port: int | None = None, credentials: tuple[str, str] | None = None
+) -> Iterator[Sink]:
+    """Run a sink; with `credentials` it requires AUTH PLAIN/LOGIN with that user/password."""
+    sink = Sink(port or free_port())
+    kwargs: dict[str, object] = {}
+    if credentials is not None:
+
+        def authenticator(server: object, session: object, envelope: object,
+                          mechanism: str, data: object) -> AuthResult:
+            assert isinstance(data, LoginPassword)
+            user, password = data.login.decode(), data.password.decode()
+            sink.auth_seen.append((user, password))
+            return AuthResult(success=(user, password) == credentials)
+
+        kwargs = {"authenticator": authenticator, "auth_required": True,
+                  "auth_require_tls": False}
+    controller = Controller(_Handler(sink), hostname="127.0.0.1", port=sink.port, **kwargs)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+def base_env(root: Path, submission_port: int, **extra: str) -> dict[str, str]:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "MAILSTACK_ROOT": str(root),
+        "MAILSTACK_LISTEN_SUBMISSION": f"127.0.0.1:{submission_port}",
+        "MAILSTACK_LISTEN_SMTP": "",
+        "POSTFIX_myhostname": "relay.mailstack.test",
+        "MAILSTACK_STOP_TIMEOUT": "5",
+    }
+    if "VIRTUAL_ENV" in os.environ:
+        env["VIRTUAL_ENV"] = os.environ["VIRTUAL_ENV"]
+    env.update(extra)
+    return env
+
+
+class Relay:
+    """`mailstack run` as a child process, its log in a file, stopped however a test ends."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root = root
+        self.env = env
+        self.port = int(env["MAILSTACK_LISTEN_SUBMISSION"].rsplit(":", 1)[1])
+        self.log_path = root / f"mailstack-{time.monotonic_ns()}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, wait: bool = True, timeout: float = 30) -> Relay:
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [*MAILSTACK, "run"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        if wait:
+            wait_for(self._ready, timeout, f"relay on port {self.port}\n{self.log}")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"mailstack exited with {self.proc.returncode}:\n{self.log}")
+        return "ready: accepting mail" in self.log
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 40) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Kill anything still running from this root (only matters when a test failed)."""
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        for pidfile in (
+            self.root / "var/spool/postfix/pid/master.pid",
+            self.root / "run/mailstack/opendkim/opendkim.pid",
+        ):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pidfile.read_text().split()[0])
+                if _is_ours(pid, self.root):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGKILL) if pidfile.name == "master.pid" else \
+                            os.kill(pid, signal.SIGKILL)
+
+    def postconf(self, *args: str) -> str:
+        return subprocess.run(
+            ["postconf", "-c", str(self.root / "etc/postfix"), *args],
+            capture_output=True, text=True, check=True,
+        ).stdout
+
+    def queue_ids(self, queue: str = "deferred") -> list[str]:
+        folder = self.root / "var/spool/postfix" / queue
+        return sorted(p.name for p in folder.rglob("*") if p.is_file())
+
+
+def _is_ours(pid: int, root: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(root).encode() in cmdline
+
+
+@contextlib.contextmanager
+def running_relay(root: Path, env: dict[str, str]) -> Iterator[Relay]:
+    relay = Relay(root, env)
+    try:
+        yield relay.start()
+    finally:
+        with contextlib.suppress(Exception):
+            relay.stop()
+        relay.cleanup()
+
+
+def message(sender: str, recipient: str, subject: str = "hello", extra: str = "") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
+        f"Date: Sat, 21 Nov 2026 12:00:00 +0000\r\nMessage-ID: <{time.monotonic_ns()}@test>\r\n"
+        f"{extra}\r\nThis is the body.\r\n"
+    ).encode()
