@@ -84,15 +84,15 @@ def smtp_sink(
     kwargs: dict[str, object] = {}
     if credentials is not None:
 
-        def authenticator(server: object, session: object, envelope: object,
-                          mechanism: str, data: object) -> AuthResult:
+        def authenticator(
+            server: object, session: object, envelope: object, mechanism: str, data: object
+        ) -> AuthResult:
             assert isinstance(data, LoginPassword)
             user, password = data.login.decode(), data.password.decode()
             sink.auth_seen.append((user, password))
-            return AuthResult(success=(user, password) == credentials)
+            return AuthResult(success=(user, password) == credentials, handled=False)
 
-        kwargs = {"authenticator": authenticator, "auth_required": True,
-                  "auth_require_tls": False}
+        kwargs = {"authenticator": authenticator, "auth_required": True, "auth_require_tls": False}
     controller = Controller(_Handler(sink), hostname="127.0.0.1", port=sink.port, **kwargs)
     controller.start()
     try:
@@ -133,8 +133,12 @@ class Relay:
     def start(self, wait: bool = True, timeout: float = 30) -> Relay:
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                [*MAILSTACK, "run"], env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [*MAILSTACK, "run"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         if wait:
             wait_for(self._ready, timeout, f"relay on port {self.port}\n{self.log}")
@@ -174,13 +178,16 @@ class Relay:
                 pid = int(pidfile.read_text().split()[0])
                 if _is_ours(pid, self.root):
                     with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pid, signal.SIGKILL) if pidfile.name == "master.pid" else \
-                            os.kill(pid, signal.SIGKILL)
+                        os.killpg(pid, signal.SIGKILL) if pidfile.name == "master.pid" else os.kill(
+                            pid, signal.SIGKILL
+                        )
 
     def postconf(self, *args: str) -> str:
         return subprocess.run(
             ["postconf", "-c", str(self.root / "etc/postfix"), *args],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
 
     def queue_ids(self, queue: str = "deferred") -> list[str]:

@@ -40,7 +40,8 @@ def send(port: int, sender: str, recipient: str, body: bytes | None = None) -> N
 def test_mail_is_relayed_and_signed_per_domain_selector(root: Path, port: int, sink: Sink) -> None:
     """Each allowed domain signs with its own selector, and the signature verifies."""
     env = base_env(
-        root, port,
+        root,
+        port,
         ALLOWED_SENDER_DOMAINS="example.com example.org",
         RELAYHOST=f"[127.0.0.1]:{sink.port}",
         DKIM_AUTOGENERATE="1",
@@ -71,14 +72,15 @@ def test_subdomain_sender_signed_with_parent_key_only_when_asked(
 ) -> None:
     """app@mail.example.com gets d=example.com with DKIM_SIGN_SUBDOMAINS, none without."""
     env = base_env(
-        root, port,
+        root,
+        port,
         ALLOWED_SENDER_DOMAINS="example.com",
         RELAYHOST=f"[127.0.0.1]:{sink.port}",
         DKIM_AUTOGENERATE="1",
     )
     with running_relay(root, env):
         send(port, "app@mail.example.com", "someone@example.net")
-        (_, unsigned), = sink.wait_messages(1)
+        ((_, unsigned),) = sink.wait_messages(1)
     assert unsigned["DKIM-Signature"] is None
 
     env["DKIM_SIGN_SUBDOMAINS"] = "1"
@@ -96,14 +98,28 @@ def test_existing_key_volume_is_used_unchanged(root: Path, port: int, sink: Sink
     keys = root / "etc/opendkim/keys"
     keys.mkdir(parents=True)
     subprocess.run(
-        ["opendkim-genkey", "-b", "2048", "-h", "rsa-sha256", "-r", "--subdomains",
-         "-s", "legacy", "-d", "example.com", "-D", str(keys)],
+        [
+            "opendkim-genkey",
+            "-b",
+            "2048",
+            "-h",
+            "rsa-sha256",
+            "-r",
+            "--subdomains",
+            "-s",
+            "legacy",
+            "-d",
+            "example.com",
+            "-D",
+            str(keys),
+        ],
         check=True,
     )
     (keys / "legacy.private").rename(keys / "example.com.private")
     (keys / "legacy.txt").rename(keys / "example.com.txt")
     env = base_env(
-        root, port,
+        root,
+        port,
         ALLOWED_SENDER_DOMAINS="example.com",
         RELAYHOST=f"[127.0.0.1]:{sink.port}",
         DKIM_SELECTOR="legacy",

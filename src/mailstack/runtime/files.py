@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,6 +27,10 @@ def write_atomic(path: Path, content: str, mode: int = 0o644, owner: str | None 
     finally:
         os.close(fd)
     tmp.replace(path)
+    # Postfix waits until a table or main.cf is a couple of seconds old before trusting it
+    # (it could be half written); ours never is, being renamed into place whole.
+    past = time.time() - 10
+    os.utime(path, (past, past))
 
 
 def materialise(files: Iterable[RenderedFile]) -> list[Path]:

@@ -27,7 +27,14 @@ from mailstack.settings.model import RelaySettings
 log = logging.getLogger("mailstack.postfix")
 
 
+#: Where distributions put Postfix's daemons; asked of postconf only as a last resort.
+DAEMON_DIRECTORIES = ("/usr/lib/postfix/sbin", "/usr/libexec/postfix")
+
+
 def daemon_directory(paths: Paths, env: dict[str, str]) -> str:
+    for folder in DAEMON_DIRECTORIES:
+        if Path(folder, "master").is_file():
+            return folder
     result = subprocess.run(
         ["postconf", "-c", str(paths.postfix_config), "-h", "daemon_directory"],
         env=env,
@@ -106,8 +113,13 @@ class Postfix(Daemon):
             return
         log.info("retrying mail deferred before this start")
         proc = await asyncio.create_subprocess_exec(
-            "postqueue", "-c", str(self.paths.postfix_config), "-f",
-            env=self.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            "postqueue",
+            "-c",
+            str(self.paths.postfix_config),
+            "-f",
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
         )
         _, err = await proc.communicate()
         if proc.returncode != 0:

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install what mailstack needs on Debian 12 (as root), then the project into .venv.
+#   scripts/install.sh          daemons + mailstack
+#   scripts/install.sh --test   also the test tools and the daemons the tests start
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNTIME_PACKAGES=(postfix postfix-lmdb postfix-pcre opendkim opendkim-tools libsasl2-modules
+                  ca-certificates tzdata python3 python3-venv)
+TEST_PACKAGES=(swaks)
+WITH_TESTS=0
+[[ "${1:-}" == "--test" ]] && WITH_TESTS=1
+
+packages=("${RUNTIME_PACKAGES[@]}")
+(( WITH_TESTS )) && packages+=("${TEST_PACKAGES[@]}")
+[[ -f scripts/test-packages.txt ]] && (( WITH_TESTS )) && \
+    mapfile -t -O "${#packages[@]}" packages < <(grep -v '^#' scripts/test-packages.txt | grep .)
+
+missing=()
+for pkg in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if (( ${#missing[@]} )); then
+    echo "installing Debian packages: ${missing[*]}"
+    # Debian's postfix package must not configure or start a system-wide Postfix.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=/usr/bin/python3
+if [[ ! -x .venv/bin/python ]]; then
+    "$PYTHON" -m venv .venv
+fi
+extra=""
+(( WITH_TESTS )) && extra="[test]"
+.venv/bin/pip install -q --disable-pip-version-check -e ".${extra}"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install what is missing, lint, then run the whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh --test
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+set +e
+.venv/bin/python -m pytest "$@"
+code=$?
+set -e
+if [[ $code -eq 5 ]]; then
+    echo "pytest collected no tests" >&2
+    exit 1
+fi
+exit $code
