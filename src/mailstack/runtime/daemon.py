@@ -56,7 +56,8 @@ class Daemon:
             env=self.env,
             limit=1 << 20,
         )
-        assert self.process.stdout and self.process.stderr  # noqa: S101 - we asked for pipes
+        assert self.process.stdout is not None  # noqa: S101 - we asked for pipes
+        assert self.process.stderr is not None  # noqa: S101
         self._pumps = [
             asyncio.create_task(self._pump(self.process.stdout)),
             asyncio.create_task(self._pump(self.process.stderr)),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
 MS_BIND = 4096
@@ -40,11 +41,9 @@ def isolate_dev(devdir: str) -> None:
         raise OSError(err, f"unshare: {os.strerror(err)}")
     _mount(libc, None, "/", MS_REC | MS_PRIVATE)
     for name in DEVICES:
-        target = os.path.join(devdir, name)
-        if not os.path.exists(target):
-            with open(target, "w"):
-                pass
-        _mount(libc, f"/dev/{name}", target, MS_BIND)
+        target = Path(devdir, name)
+        target.touch(exist_ok=True)
+        _mount(libc, f"/dev/{name}", str(target), MS_BIND)
     _mount(libc, devdir, "/dev", MS_BIND | MS_REC)
 
 
@@ -60,7 +59,7 @@ def main(argv: list[str]) -> None:
             file=sys.stderr,
             flush=True,
         )
-    os.execvp(command[0], command)
+    os.execvp(command[0], command)  # noqa: S606 - argv list, no shell
 
 
 if __name__ == "__main__":

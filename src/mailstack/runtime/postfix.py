@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -62,6 +63,16 @@ def children_named(parent: int, name: str) -> set[int]:
     return found
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -78,7 +89,7 @@ class Postfix(Daemon):
     def __init__(self, settings: RelaySettings, paths: Paths, env: dict[str, str]) -> None:
         self.settings = settings
         self.paths = paths
-        master = os.path.join(daemon_directory(paths, env), "master")
+        master = str(Path(daemon_directory(paths, env), "master"))
         super().__init__(
             name="postfix",
             argv=[master, "-c", str(paths.postfix_config), "-s"],
@@ -87,8 +98,25 @@ class Postfix(Daemon):
             probe=lambda: smtp_ready(settings.listen_submission),
         )
 
+    def check_listeners(self) -> None:
+        """Postfix reports a busy port only to syslog; find out first and say so clearly."""
+        from mailstack.errors import DaemonError
+
+        listeners = [self.settings.listen_submission, self.settings.listen_smtp]
+        for address in (a for a in listeners if a is not None):
+            family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((address.host, address.port))
+                except OSError as exc:
+                    raise DaemonError(
+                        "postfix", f"cannot listen on {address}: {exc.strerror}"
+                    ) from None
+
     async def start(self) -> None:
         self.kill_leftovers()
+        self.check_listeners()
         if self.process is not None:  # a restart: accept mail again
             self._write_master_cf(accepting=True)
         await super().start()
@@ -140,7 +168,7 @@ class Postfix(Daemon):
                 "waiting up to %.0f s for %d SMTP session(s) to finish", timeout, len(sessions)
             )
         while sessions and time.monotonic() < deadline:
-            sessions = {pid for pid in sessions if Path(f"/proc/{pid}").exists()}
+            sessions = {pid for pid in sessions if _alive(pid)}
             await asyncio.sleep(0.05)
         if sessions:
             log.warning(

@@ -128,7 +128,8 @@ class Supervisor:
         if len(crashes) > RESTART_BUDGET:
             raise DaemonError(
                 daemon.name,
-                f"exited {len(crashes)} times within {RESTART_WINDOW:.0f} s (last code {returncode})",
+                f"exited {len(crashes)} times within {RESTART_WINDOW:.0f} s "
+                f"(last exit code {returncode})",
                 list(daemon.tail),
             )
         delay = min(BACKOFF_START * 2 ** (len(crashes) - 1), BACKOFF_MAX)

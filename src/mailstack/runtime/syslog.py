@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 from pathlib import Path
 
@@ -35,7 +34,7 @@ class SyslogReceiver:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind(str(self.path))
-        os.chmod(self.path, 0o666)
+        self.path.chmod(0o666)
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(_Protocol, sock=sock)
         self._transport = transport  # type: ignore[assignment]

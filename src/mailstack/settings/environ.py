@@ -150,10 +150,10 @@ def _header_checks(raw: str, config_dir: Path, problems: list[Problem]) -> str |
     else:
         log.warning("SMTP_HEADER_CHECKS=%s has no table type; using regexp:%s", text, text)
         table_type, path = "regexp", text
-    if table_type in {"regexp", "pcre", "texthash"} or path.startswith("/"):
-        if not Path(path).is_file():
-            problems.append(Problem("SMTP_HEADER_CHECKS", f"file {path} does not exist"))
-            return None
+    file_based = table_type in {"regexp", "pcre", "texthash"} or path.startswith("/")
+    if file_based and not Path(path).is_file():
+        problems.append(Problem("SMTP_HEADER_CHECKS", f"file {path} does not exist"))
+        return None
     return f"{table_type}:{path}"
 
 
@@ -164,7 +164,7 @@ def load_relay_settings(
 
     `notices` collects deprecation lines for the caller to log once logging is set up.
     """
-    env = {k: v for k, v in environ.items()}
+    env = dict(environ)
     problems: list[Problem] = []
     notices = notices if notices is not None else []
     _resolve_secrets(env, problems)
