@@ -68,6 +68,11 @@ def main_cf_parameters(settings: RelaySettings, paths: Paths, dkim_enabled: bool
         params["smtpd_relay_restrictions"] = "permit"
     if settings.relayhost is not None:
         params["relayhost"] = settings.relayhost.text
+    if settings.xoauth2_enabled:
+        # Postfix hands mail to mailstack's XOAUTH2 hop on loopback, which authenticates
+        # upstream and answers only after the relay host did (see mailstack.xoauth2).
+        params["relayhost"] = f"[127.0.0.1]:{settings.xoauth2_hop_port}"
+        params["smtp_tls_security_level"] = "none"
     if settings.relay_auth is not None:
         params.update(
             {

@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from mailstack.errors import DaemonError, ExitCode
 from mailstack.paths import Paths
@@ -67,6 +68,7 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.syslog: SyslogReceiver | None = None
         self.daemons: list[Daemon] = []
+        self.hop: Any = None
         self._crashes: dict[str, list[float]] = {}
 
     async def run(self) -> int:
@@ -94,6 +96,18 @@ class Supervisor:
             opendkim = opendkim_daemon(self.settings, self.paths, isolate)
             self.daemons.append(opendkim)
             await self._start(opendkim)
+        if self.settings.xoauth2_enabled:
+            from mailstack.xoauth2 import XOAuth2Hop, config_from_settings
+
+            self.hop = XOAuth2Hop(
+                config_from_settings(
+                    self.settings,
+                    self.paths.postfix_queue,
+                    listen_port=self.settings.xoauth2_hop_port,
+                )
+            )
+            await self.hop.start()
+            log.info("XOAUTH2 hop listening on 127.0.0.1:%s", self.settings.xoauth2_hop_port)
         postfix = Postfix(self.settings, self.paths, child_environment(self.settings, self.paths))
         self.daemons.append(postfix)
         await self._start(postfix)
@@ -154,5 +168,7 @@ class Supervisor:
                 await daemon.graceful_stop(self.settings.stop_timeout)
             else:
                 await daemon.stop()
+        if self.hop is not None:
+            await self.hop.stop()
         if self.syslog is not None:
             await self.syslog.stop()

@@ -86,6 +86,7 @@ _PLAIN = (
     "XOAUTH2_TOKEN_ENDPOINT",
     "POSTFIX_smtp_tls_security_level",
     "MAILSTACK_STOP_TIMEOUT",
+    "MAILSTACK_XOAUTH2_PORT",
 )
 
 

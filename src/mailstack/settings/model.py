@@ -83,6 +83,7 @@ class RelaySettings(BaseModel):
         HostPort("0.0.0.0", 587), alias="MAILSTACK_LISTEN_SUBMISSION"
     )
     listen_smtp: HostPort | None = Field(HostPort("0.0.0.0", 25), alias="MAILSTACK_LISTEN_SMTP")
+    xoauth2_hop_port: int = Field(10587, ge=1, le=65535, alias="MAILSTACK_XOAUTH2_PORT")
     stop_timeout: float = Field(8.0, ge=0, le=3600, alias="MAILSTACK_STOP_TIMEOUT")
 
     @model_validator(mode="after")

@@ -1,0 +1,81 @@
+"""XOAUTH2 end to end: a real Postfix relays through mailstack's hop to an OAuth2 relay host."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.helpers import Relay, base_env, free_port, message
+from tests.xoauth2.servers import CLIENT_ID, CLIENT_SECRET, USERNAME, RelayServer, TokenServer
+
+
+async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _send(port: int, recipients: list[str]) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.sendmail("app@example.com", recipients, message("app@example.com", recipients[0]))
+
+
+async def test_postfix_relays_through_xoauth2(root: Path, port: int) -> None:
+    """Valid token: delivered with AUTH XOAUTH2; a 550 for one recipient bounces only it;
+    a revoked refresh token defers (never bounces) with one clear line; no secret is logged."""
+    tokens = TokenServer()
+    await tokens.start()
+    upstream = RelayServer(tokens, reject={"refused@example.net"})
+    await upstream.start()
+    issued = tokens.issue()
+    env = base_env(
+        root,
+        port,
+        ALLOWED_SENDER_DOMAINS="example.com",
+        RELAYHOST=f"[127.0.0.1]:{upstream.port}",
+        RELAYHOST_USERNAME=USERNAME,
+        POSTFIX_smtp_tls_security_level="none",
+        XOAUTH2_CLIENT_ID=CLIENT_ID,
+        XOAUTH2_SECRET=CLIENT_SECRET,
+        XOAUTH2_TOKEN_ENDPOINT=tokens.url,
+        XOAUTH2_INITIAL_ACCESS_TOKEN=issued.access_token,
+        XOAUTH2_INITIAL_REFRESH_TOKEN=issued.refresh_token,
+        MAILSTACK_XOAUTH2_PORT=str(free_port()),
+    )
+    relay = Relay(root, env)
+    try:
+        await asyncio.to_thread(relay.start)
+        await asyncio.to_thread(_send, port, ["ok@example.net", "refused@example.net"])
+        await eventually(lambda: len(upstream.received) == 1, 30, "delivery upstream")
+        await eventually(lambda: "status=bounced" in relay.log, 30, "the bounce of one recipient")
+        assert upstream.received[0].rcpt_tos == ["ok@example.net"]
+        assert upstream.auths[0].user == USERNAME
+        assert upstream.auths[-1].ok
+        assert upstream.auths[-1].token in tokens.access, "a token the endpoint issued"
+        bounced = [line for line in relay.log.splitlines() if "status=bounced" in line]
+        assert len(bounced) == 1
+        assert "refused@example.net" in bounced[0]
+
+        tokens.refresh.clear()  # the user revoked the app
+        tokens.access.clear()
+        await asyncio.to_thread(_send, port, ["later@example.net"])
+        await eventually(lambda: "status=deferred" in relay.log, 30, "a deferral")
+        assert not [
+            line
+            for line in relay.log.splitlines()
+            if "later@example.net" in line and "status=bounced" in line
+        ]
+        assert relay.queue_ids("deferred")
+        for secret in (CLIENT_SECRET, issued.access_token, issued.refresh_token):
+            assert secret not in relay.log
+        assert await asyncio.to_thread(relay.stop) == 0
+    finally:
+        relay.cleanup()
+        await upstream.stop()
+        await tokens.stop()
