@@ -1,0 +1,125 @@
+"""The controller shape shared by the lookup servers.
+
+`start()` returns once the socket is listening (TCP, port 0 allowed, or a Unix socket) and
+raises if it cannot bind; `address` then reports where. `stop()` closes the listener and
+every open connection and may be called any number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger("mailstack.lookup")
+
+Address = tuple[str, int] | Path
+STOP_GRACE = 2.0  # seconds a handler may take to notice its connection was closed
+
+
+def format_address(address: Address) -> str:
+    """`unix:/path` or `inet:host:port`, the notation Postfix and the CLI use."""
+    if isinstance(address, Path):
+        return f"unix:{address}"
+    return f"inet:{address[0]}:{address[1]}"
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A socket left by a previous run would make bind() fail; other files are kept."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
+
+
+class Listener:
+    """Base of a stream server; subclasses implement `handle(reader, writer)`."""
+
+    name = "listener"
+    read_limit = 64 * 1024
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._tasks: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._path: Path | None = None
+        self.address: Address | None = None
+
+    async def start(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        path: str | os.PathLike[str] | None = None,
+        mode: int = 0o660,
+    ) -> Address:
+        """Listen on `path` (a Unix socket, created with `mode`) or on `host`:`port`."""
+        if self._server is not None:
+            raise RuntimeError(f"{self.name} is already started")
+        if path is not None:
+            socket_path = Path(path)
+            _remove_stale_socket(socket_path)
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=socket_path, limit=self.read_limit
+            )
+            socket_path.chmod(mode)  # noqa: ASYNC240 - one syscall at start-up
+            self._path = socket_path
+            self.address = socket_path
+        else:
+            self._server = await asyncio.start_server(
+                self._serve, host=host, port=port, limit=self.read_limit
+            )
+            bound = self._server.sockets[0].getsockname()
+            self.address = (bound[0], bound[1])
+        log.info("%s listening on %s", self.name, format_address(self.address))
+        return self.address
+
+    @property
+    def port(self) -> int:
+        if not isinstance(self.address, tuple):
+            raise RuntimeError(f"{self.name} is not listening on TCP")
+        return self.address[1]
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        tasks = list(self._tasks)
+        for writer in self._tasks.values():
+            writer.transport.abort()  # readers see EOF; handlers end on their own
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_GRACE)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        if server is not None:
+            await server.wait_closed()
+        if self._path is not None:
+            _remove_stale_socket(self._path)
+            self._path = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - always inside a task here
+        self._tasks[task] = writer
+        peer = writer.get_extra_info("peername") or "unix"
+        try:
+            await self.handle(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
+            pass
+        except asyncio.CancelledError:
+            # Only stop() cancels these tasks. Ending quietly keeps asyncio's stream
+            # callback from logging the cancellation as an error.
+            pass
+        except Exception:  # a bug must cost one connection, never the server
+            log.exception("%s: unexpected error serving %s", self.name, peer)
+        finally:
+            self._tasks.pop(task, None)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError

@@ -1,0 +1,37 @@
+"""The datastore: domains, users, aliases and sieve scripts (SQLite or PostgreSQL).
+
+Writers use `MailStore` (the service layer); the lookup service reads the tables in
+`models` directly. Importing this package pulls in SQLAlchemy, so processes that do not
+need the store should not import it.
+"""
+
+from mailstack.store.engine import create_engine_for, database_url, migrate, open_engine
+from mailstack.store.errors import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
+from mailstack.store.service import (
+    AliasDomainInfo,
+    AliasInfo,
+    DomainInfo,
+    MailStore,
+    ScriptInfo,
+    UserInfo,
+    parse_quota,
+)
+
+__all__ = [
+    "AliasDomainInfo",
+    "AliasInfo",
+    "Conflict",
+    "DomainInfo",
+    "InvalidInput",
+    "MailStore",
+    "NotFound",
+    "ScriptInfo",
+    "StoreError",
+    "StoreUnavailable",
+    "UserInfo",
+    "create_engine_for",
+    "database_url",
+    "migrate",
+    "open_engine",
+    "parse_quota",
+]

@@ -1,0 +1,106 @@
+"""Database URLs, engines and migrations.
+
+One engine per process: the lookup service, the CLI and the admin API each call
+`create_engine_for()` once and share it. Schema changes are Alembic migrations shipped
+inside the package and applied from code (`migrate()`), so no alembic.ini is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from mailstack.store.errors import InvalidInput, StoreUnavailable
+
+DATABASE_URL_VARIABLE = "MAILSTACK_DATABASE_URL"
+DEFAULT_SQLITE_PATH = Path("/var/lib/mailstack/mailstack.db")
+CONNECT_TIMEOUT_SECONDS = 5
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def database_url(value: str | os.PathLike[str] | None = None) -> str:
+    """Turn a file path or URL (or MAILSTACK_DATABASE_URL, or the default) into a URL.
+
+    A plain path means SQLite. `postgresql://` and `postgres://` get the psycopg (v3) driver,
+    which is the one mailstack installs.
+    """
+    raw = os.fspath(value) if value is not None else os.environ.get(DATABASE_URL_VARIABLE)
+    if not raw:
+        raw = str(DEFAULT_SQLITE_PATH)
+    if "://" not in raw:
+        return f"sqlite:///{Path(raw).expanduser().absolute()}"
+    for prefix in ("postgresql://", "postgres://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix) :]
+    return raw
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets lookups read while the CLI writes; foreign keys make cascades work."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def create_engine_for(value: str | os.PathLike[str] | None = None, **kwargs: Any) -> Engine:
+    """Create the process's engine for a URL or SQLite path (see `database_url`)."""
+    url_text = database_url(value)
+    try:
+        url = make_url(url_text)
+    except ArgumentError as exc:
+        raise InvalidInput(DATABASE_URL_VARIABLE, f"not a database URL ({exc})") from None
+    backend = url.get_backend_name()
+    options: dict[str, Any] = {"pool_pre_ping": backend != "sqlite"}
+    if backend == "sqlite":
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    elif backend == "postgresql":
+        options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    else:
+        raise InvalidInput(DATABASE_URL_VARIABLE, f"unsupported database {backend!r}")
+    options.update(kwargs)
+    engine = sa_create_engine(url, **options)
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to `revision` with the migrations shipped in the package."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", "mailstack.store:migrations")
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except SQLAlchemyError as exc:
+        raise StoreUnavailable(f"could not migrate the database: {exc}") from exc
+
+
+def open_engine(value: str | os.PathLike[str] | None = None, **kwargs: Any) -> Engine:
+    """Create the engine and migrate to the newest schema: what writers call at start-up.
+
+    Unlike `create_engine_for` (what readers use), this also creates a SQLite file's folder.
+    """
+    engine = create_engine_for(value, **kwargs)
+    if engine.url.get_backend_name() == "sqlite" and engine.url.database not in (
+        None,
+        "",
+        ":memory:",
+    ):
+        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+    migrate(engine)
+    return engine

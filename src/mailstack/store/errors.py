@@ -1,0 +1,41 @@
+"""Errors of the datastore, typed so that the CLI, API and web UI can map them.
+
+StoreError
+ ├── InvalidInput      a field failed validation (names the field)
+ ├── NotFound          the thing to change or read does not exist
+ ├── Conflict          the change would break a rule (duplicate, still in use)
+ └── StoreUnavailable  the database could not be reached or answered an error
+"""
+
+from __future__ import annotations
+
+from mailstack.errors import ExitCode, MailstackError
+
+
+class StoreError(MailstackError):
+    """Base of every error the store raises on purpose."""
+
+
+class InvalidInput(StoreError):
+    """A value is not acceptable; `field` says which argument was wrong."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class NotFound(StoreError):
+    """The domain, user, alias or script named does not exist."""
+
+
+class Conflict(StoreError):
+    """The write would create a duplicate or orphan something still in use."""
+
+
+class StoreUnavailable(StoreError):
+    """The database is down or broken: callers should retry later, not give up."""
+
+    exit_code = ExitCode.TEMPFAIL

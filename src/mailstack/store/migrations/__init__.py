@@ -1,0 +1,1 @@
+"""Alembic migrations of the datastore, applied by `mailstack.store.engine.migrate`."""
