@@ -61,6 +61,6 @@ class Paths:
         return self.opendkim_run / "opendkim.sock"
 
     @property
-    def syslog_socket(self) -> Path:
-        """Where OpenDKIM's syslog lines are received (see runtime.syslog)."""
-        return self.under("/dev/log") if self.root == Path("/") else self.run / "dev" / "log"
+    def private_dev(self) -> Path:
+        """The /dev given to OpenDKIM when mailstack cannot own the real /dev/log."""
+        return self.run / "dev"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import subprocess
 from email.message import Message
 from pathlib import Path
 
@@ -93,8 +94,6 @@ def test_subdomain_sender_signed_with_parent_key_only_when_asked(
 
 def test_existing_key_volume_is_used_unchanged(root: Path, port: int, sink: Sink) -> None:
     """Keys made by opendkim-genkey in the boky/postfix layout sign as they are."""
-    import subprocess
-
     keys = root / "etc/opendkim/keys"
     keys.mkdir(parents=True)
     subprocess.run(

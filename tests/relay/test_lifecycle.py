@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
+import socket
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,6 @@ def test_crashed_opendkim_is_restarted(root: Path, port: int) -> None:
 
 def test_busy_port_stops_start_up_with_a_clear_error(root: Path, port: int) -> None:
     """A Postfix that cannot listen (port taken) ends mailstack with 69, naming the address."""
-    import socket
-
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
         squatter.listen()

@@ -16,7 +16,6 @@ from mailstack.render.files import GENERATED_HEADER, RenderedFile
 from mailstack.settings.model import RelaySettings
 from mailstack.settings.values import HostPort
 
-SIGN_HEADERS_NOTE = "mailstack"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 

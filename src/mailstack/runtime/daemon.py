@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from mailstack.errors import DaemonError
 from mailstack.log import emit_daemon_line
 from mailstack.runtime.logparse import LogRecord
 
@@ -83,8 +84,6 @@ class Daemon:
 
     async def wait_ready(self) -> None:
         """Poll the probe until it succeeds; fail early if the process exits."""
-        from mailstack.errors import DaemonError
-
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.process is None or self.process.returncode is not None:

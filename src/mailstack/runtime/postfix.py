@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from mailstack.errors import DaemonError
 from mailstack.paths import Paths
 from mailstack.render.postfix import render_master_cf
 from mailstack.runtime.daemon import Daemon
@@ -100,8 +101,6 @@ class Postfix(Daemon):
 
     def check_listeners(self) -> None:
         """Postfix reports a busy port only to syslog; find out first and say so clearly."""
-        from mailstack.errors import DaemonError
-
         listeners = [self.settings.listen_submission, self.settings.listen_smtp]
         for address in (a for a in listeners if a is not None):
             family = socket.AF_INET6 if ":" in address.host else socket.AF_INET

@@ -67,7 +67,7 @@ def _setup_dirs(paths: Paths) -> None:
     ensure_dir(paths.dkim_keys, 0o755)
     ensure_dir(paths.run, 0o755)
     ensure_dir(paths.opendkim_run, 0o750, "opendkim", "postfix")
-    ensure_dir(paths.syslog_socket.parent, 0o755)
+    ensure_dir(paths.private_dev, 0o755)
 
 
 def _autogenerate_keys(settings: RelaySettings, paths: Paths) -> None:

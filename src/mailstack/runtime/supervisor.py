@@ -40,13 +40,13 @@ def syslog_path(paths: Paths) -> tuple[Path, bool]:
     real = Path("/dev/log")
     if paths.root == Path("/") and not real.exists():
         return real, False
-    return paths.run / "dev" / "log", True
+    return paths.private_dev / "log", True
 
 
 def opendkim_daemon(settings: RelaySettings, paths: Paths, isolate: bool) -> Daemon:
     argv = ["opendkim", "-f", "-x", str(paths.opendkim_config / "opendkim.conf")]
     if isolate:
-        devdir = str(paths.run / "dev")
+        devdir = str(paths.private_dev)
         argv = [sys.executable, "-m", "mailstack.runtime.devlog", devdir, "--", *argv]
     return Daemon(
         name="opendkim",

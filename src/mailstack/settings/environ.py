@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mailstack.errors import ConfigError, Problem
+from mailstack.paths import Paths
 from mailstack.settings import values
 from mailstack.settings.model import (
     ALLOWED_SENDER_DOMAINS_MISSING,
@@ -201,7 +202,7 @@ def load_relay_settings(
     hostname = env.get("POSTFIX_myhostname", "").strip() or env.get("HOSTNAME", "").strip()
     raw["POSTFIX_myhostname"] = hostname or socket.gethostname()
     if "SMTP_HEADER_CHECKS" in env:
-        config_dir = root / "etc/postfix"
+        config_dir = Paths(root).postfix_config
         raw["SMTP_HEADER_CHECKS"] = _header_checks(env["SMTP_HEADER_CHECKS"], config_dir, problems)
 
     postfix = _collect_prefixed(env, "POSTFIX_", _POSTFIX_PARAM, problems)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from mailstack.settings.values import DkimSelectors, HostPort, RelayHost
 
@@ -24,7 +24,11 @@ TlsLevel = Literal["none", "may", "encrypt", "dane", "dane-only", "fingerprint",
 
 
 class RelaySettings(BaseModel):
-    """Everything `mailstack run` needs to configure and run the relay."""
+    """Everything `mailstack run` needs to configure and run the relay.
+
+    Rules across several variables are checked by `load_relay_settings`, the only way in,
+    so that they are reported even when single fields fail too.
+    """
 
     model_config = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
@@ -85,15 +89,6 @@ class RelaySettings(BaseModel):
     listen_smtp: HostPort | None = Field(HostPort("0.0.0.0", 25), alias="MAILSTACK_LISTEN_SMTP")
     xoauth2_hop_port: int = Field(10587, ge=1, le=65535, alias="MAILSTACK_XOAUTH2_PORT")
     stop_timeout: float = Field(8.0, ge=0, le=3600, alias="MAILSTACK_STOP_TIMEOUT")
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> RelaySettings:
-        if not self.allowed_sender_domains and not self.allow_empty_sender_domains:
-            raise ValueError(f"ALLOWED_SENDER_DOMAINS: {ALLOWED_SENDER_DOMAINS_MISSING}")
-        xoauth2 = self.xoauth2_client_id is not None or self.xoauth2_secret is not None
-        if xoauth2 and (self.relayhost is None or not self.relayhost_username):
-            raise ValueError(f"XOAUTH2_CLIENT_ID: {XOAUTH2_NEEDS_RELAYHOST}")
-        return self
 
     @property
     def xoauth2_enabled(self) -> bool:
