@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import smtplib
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import Relay, base_env, free_port, message
+from tests.helpers import MAILSTACK, Relay, base_env, free_port, message
 from tests.xoauth2.servers import CLIENT_ID, CLIENT_SECRET, USERNAME, RelayServer, TokenServer
 
 
@@ -81,3 +83,75 @@ async def test_postfix_relays_through_xoauth2(root: Path, port: int) -> None:
         relay.cleanup()
         await upstream.stop()
         await tokens.stop()
+
+
+async def test_refreshed_token_survives_restart_and_secrets_from_files(
+    root: Path, port: int
+) -> None:
+    """Secrets from *_FILE; the expired initial token is refreshed once, written to the token
+    file (0600), and a restarted relay delivers with it without asking the endpoint again."""
+    tokens = TokenServer()
+    await tokens.start()
+    upstream = RelayServer(tokens)
+    await upstream.start()
+    issued = tokens.issue(lifetime=-60)  # already expired
+    secrets = root / "secrets"
+    secrets.mkdir()
+    for name, value in (
+        ("secret", CLIENT_SECRET),
+        ("refresh", issued.refresh_token),
+        ("access", issued.access_token),
+    ):
+        (secrets / name).write_text(value + "\n")
+    env = base_env(
+        root,
+        port,
+        ALLOWED_SENDER_DOMAINS="example.com",
+        RELAYHOST=f"[127.0.0.1]:{upstream.port}",
+        RELAYHOST_USERNAME=USERNAME,
+        POSTFIX_smtp_tls_security_level="none",
+        XOAUTH2_CLIENT_ID=CLIENT_ID,
+        XOAUTH2_SECRET_FILE=str(secrets / "secret"),
+        XOAUTH2_TOKEN_ENDPOINT=tokens.url,
+        XOAUTH2_INITIAL_ACCESS_TOKEN_FILE=str(secrets / "access"),
+        XOAUTH2_INITIAL_REFRESH_TOKEN_FILE=str(secrets / "refresh"),
+        MAILSTACK_XOAUTH2_PORT=str(free_port()),
+    )
+    token_file = root / "var/spool/postfix/xoauth2-tokens" / USERNAME
+    try:
+        for attempt in (1, 2):
+            relay = Relay(root, env)
+            try:
+                await asyncio.to_thread(relay.start)
+                await asyncio.to_thread(_send, port, [f"n{attempt}@example.net"])
+                await eventually(lambda n=attempt: len(upstream.received) >= n, 30, "delivery")
+                assert await asyncio.to_thread(relay.stop) == 0
+            finally:
+                relay.cleanup()
+            stored = json.loads(token_file.read_text())
+            assert stored["access_token"] != issued.access_token
+            assert stored["access_token"] in tokens.access
+            assert token_file.stat().st_mode & 0o777 == 0o600
+            assert CLIENT_SECRET not in relay.log
+        assert tokens.granted == 1, "the restart reused the refreshed token"
+        assert [a.token for a in upstream.auths if a.ok] == [stored["access_token"]] * 2
+    finally:
+        await upstream.stop()
+        await tokens.stop()
+
+
+def test_xoauth2_without_username_is_refused(root: Path, port: int) -> None:
+    env = base_env(
+        root,
+        port,
+        ALLOWED_SENDER_DOMAINS="example.com",
+        RELAYHOST="[127.0.0.1]:2525",
+        XOAUTH2_CLIENT_ID=CLIENT_ID,
+    )
+    result = subprocess.run(
+        [*MAILSTACK, "check"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 78
+    assert "error: XOAUTH2_CLIENT_ID: XOAUTH2 needs RELAYHOST and RELAYHOST_USERNAME" in (
+        result.stderr
+    )
