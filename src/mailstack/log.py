@@ -4,6 +4,10 @@ LOG_FORMAT=plain gives `time level service[pid]: message` (coloured on a TTY or 
 FORCE_COLOR); LOG_FORMAT=json gives exactly one JSON object per line with time, level,
 service, pid and message, plus parsed fields (queue_id, from, to, relay, delay, dsn, status)
 for Postfix delivery lines. Secrets are redacted in one place before anything is written.
+
+mailstack's own records go through `logging`; daemon lines are several per message, so they
+skip the LogRecord machinery and are written in batches by `emit_daemon_lines`. Both paths
+share `format_line`, so the output is the same whichever way a line came.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import logging
 import os
 import re
 import sys
-from datetime import UTC, datetime
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Any, TextIO
 
 LEVEL_NAMES = {
@@ -46,61 +53,75 @@ def redact(text: str) -> str:
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, "********")
-    return _AUTH_LINE.sub(r"\1********", text)
+    if "auth" in text.lower():
+        text = _AUTH_LINE.sub(r"\1********", text)
+    return text
 
 
-def _timestamp(created: float) -> str:
-    return datetime.fromtimestamp(created, UTC).astimezone().isoformat(timespec="milliseconds")
+@dataclass
+class _Output:
+    """Where lines go and how they look; set by configure_logging."""
+
+    stream: TextIO
+    fmt: str = "plain"
+    colour: bool = False
+    tz: tzinfo | None = None  # the local zone, looked up once rather than per line
 
 
-class _Base(logging.Formatter):
-    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
-        service = getattr(record, "service", None) or "mailstack"
-        pid = getattr(record, "daemon_pid", None)
-        if pid is None and service == "mailstack":
-            pid = record.process
-        return {
-            "time": _timestamp(record.created),
-            "level": LEVEL_NAMES.get(record.levelno, record.levelname.lower()),
+_output = _Output(sys.stdout)
+
+
+def format_line(
+    created: float,
+    level: str,
+    service: str,
+    pid: int | None,
+    message: str,
+    fields: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """One output line, without its newline, in the configured format."""
+    time_text = datetime.fromtimestamp(created, _output.tz).isoformat(timespec="milliseconds")
+    message = redact(message.replace("\n", " ").replace("\r", " "))
+    if _output.fmt == "json":
+        data: dict[str, Any] = {
+            "time": time_text,
+            "level": level,
             "service": service,
             "pid": pid,
-            "message": redact(record.getMessage().replace("\n", " ").replace("\r", " ")),
+            "message": message,
         }
-
-
-class JsonFormatter(_Base):
-    """One JSON object per record, never more than one line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data = self.fields(record)
-        if record.name.startswith("mailstack") and getattr(record, "service", None) is None:
-            data["logger"] = record.name
-        extra = getattr(record, "fields", None)
         if extra:
-            data.update({k: redact(v) for k, v in extra.items()})
-        if record.exc_info:
-            data["exception"] = redact(self.formatException(record.exc_info).replace("\n", " | "))
+            data.update(extra)
+        if fields:
+            data.update({k: redact(v) for k, v in fields.items()})
         return json.dumps(data, ensure_ascii=False)
+    pid_text = f"[{pid}]" if pid is not None else ""
+    line = f"{time_text} {level.upper():<8} {service}{pid_text}: {message}"
+    if extra and "exception" in extra:
+        line += " | " + extra["exception"]
+    if _output.colour and level in _COLOURS:
+        line = f"{_COLOURS[level]}{line}{_RESET}"
+    return line
 
 
-class PlainFormatter(_Base):
-    """`time level service[pid]: message`, optionally coloured by level."""
-
-    def __init__(self, colour: bool) -> None:
-        super().__init__()
-        self.colour = colour
+class LineFormatter(logging.Formatter):
+    """Formats mailstack's own log records with `format_line`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data = self.fields(record)
-        pid = f"[{data['pid']}]" if data["pid"] is not None else ""
-        line = (
-            f"{data['time']} {data['level'].upper():<8} {data['service']}{pid}: {data['message']}"
-        )
+        extra: dict[str, Any] = {}
+        if _output.fmt == "json" and record.name.startswith("mailstack"):
+            extra["logger"] = record.name
         if record.exc_info:
-            line += " | " + redact(self.formatException(record.exc_info).replace("\n", " | "))
-        if self.colour and data["level"] in _COLOURS:
-            line = f"{_COLOURS[data['level']]}{line}{_RESET}"
-        return line
+            extra["exception"] = redact(self.formatException(record.exc_info).replace("\n", " | "))
+        return format_line(
+            record.created,
+            LEVEL_NAMES.get(record.levelno, record.levelname.lower()),
+            "mailstack",
+            record.process,
+            record.getMessage(),
+            extra=extra,
+        )
 
 
 def use_colour(force_color: bool, stream: TextIO) -> bool:
@@ -112,26 +133,46 @@ def use_colour(force_color: bool, stream: TextIO) -> bool:
 def configure_logging(fmt: str = "plain", force_color: bool = False, debug: bool = False) -> None:
     """Send every logger to stdout in the chosen format."""
     stream = sys.stdout
+    _output.stream = stream
+    _output.fmt = "json" if fmt == "json" else "plain"
+    _output.colour = _output.fmt == "plain" and use_colour(force_color, stream)
+    _output.tz = datetime.now().astimezone().tzinfo
     handler = logging.StreamHandler(stream)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(PlainFormatter(use_colour(force_color, stream)))
+    handler.setFormatter(LineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-daemon_log = logging.getLogger("mailstack.daemon")
+@dataclass
+class DaemonLine:
+    """One line a daemon wrote, already split into its parts."""
+
+    service: str
+    pid: int | None
+    level: str
+    message: str
+    fields: dict[str, str] | None = None
+
+
+def emit_daemon_lines(lines: Iterable[DaemonLine], created: float | None = None) -> None:
+    """Write daemon lines tagged with their service and pid: one write, one flush per batch."""
+    now = created if created is not None else time.time()
+    text = "".join(
+        format_line(now, line.level, line.service, line.pid, line.message, line.fields) + "\n"
+        for line in lines
+    )
+    if text:
+        _output.stream.write(text)
+        _output.stream.flush()
 
 
 def emit_daemon_line(
-    service: str, pid: int | None, level: str, message: str, fields: dict[str, str] | None = None
+    service: str,
+    pid: int | None,
+    level: str,
+    message: str,
+    fields: dict[str, str] | None = None,
 ) -> None:
-    """Re-emit one line a daemon wrote, tagged with its service and pid."""
-    daemon_log.log(
-        LEVELS.get(level, logging.INFO),
-        "%s",
-        message,
-        extra={"service": service, "daemon_pid": pid, "fields": fields or {}},
-    )
+    """Write one daemon line (see emit_daemon_lines)."""
+    emit_daemon_lines([DaemonLine(service, pid, level, message, fields)])

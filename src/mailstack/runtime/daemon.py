@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from mailstack.errors import DaemonError
-from mailstack.log import emit_daemon_line
+from mailstack.log import DaemonLine, emit_daemon_lines
 from mailstack.runtime.logparse import LogRecord
 
 log = logging.getLogger("mailstack.supervisor")
@@ -66,21 +66,32 @@ class Daemon:
         log.info("started %s (pid %s)", self.name, self.process.pid)
 
     async def _pump(self, stream: asyncio.StreamReader) -> None:
+        """Pass on whole lines, as many as one read brings, with one write for all of them."""
+        pending = b""
         while True:
-            try:
-                raw = await stream.readline()
-            except ValueError:  # a line longer than the limit: pass it on in pieces
-                raw = await stream.read(1 << 20)
-            if not raw:
+            chunk = await stream.read(1 << 16)
+            if not chunk:
+                if pending:
+                    self._emit([pending])
                 return
-            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            *lines, pending = (pending + chunk).split(b"\n")
+            if len(pending) > 1 << 20:  # a runaway line: pass it on in pieces
+                lines.append(pending)
+                pending = b""
+            self._emit(lines)
+
+    def _emit(self, raw_lines: list[bytes]) -> None:
+        batch = []
+        for raw in raw_lines:
+            line = raw.decode("utf-8", errors="replace").rstrip("\r")
             if not line.strip():
                 continue
             self.tail.append(line)
             record = self.parse_line(line)
-            emit_daemon_line(
-                record.service, record.pid, record.level, record.message, record.fields
+            batch.append(
+                DaemonLine(record.service, record.pid, record.level, record.message, record.fields)
             )
+        emit_daemon_lines(batch)
 
     async def wait_ready(self) -> None:
         """Poll the probe until it succeeds; fail early if the process exits."""
