@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -111,3 +112,25 @@ def test_busy_port_stops_start_up_with_a_clear_error(root: Path, port: int) -> N
     assert "postfix" in relay.log
     assert "Address already in use" in relay.log
     assert f"cannot listen on 127.0.0.1:{port}" in relay.log
+
+
+def test_daemon_that_keeps_crashing_stops_mailstack(root: Path, port: int) -> None:
+    """Restarts have a budget: the sixth crash within five minutes ends mailstack with 69."""
+    env = base_env(root, port, ALLOWED_SENDER_DOMAINS="example.com", DKIM_AUTOGENERATE="1")
+    relay = Relay(root, env).start()
+    try:
+        for crash in range(1, 7):
+            wait_for(lambda n=crash: relay.log.count("opendkim is ready") >= n, 60, "opendkim")
+            pid = int(re.findall(r"started opendkim \(pid (\d+)\)", relay.log)[-1])
+            os.kill(pid, signal.SIGKILL)
+            if crash < 6:
+                wait_for(
+                    lambda n=crash: relay.log.count("opendkim exited unexpectedly") >= n,
+                    20,
+                    f"crash {crash} to be seen",
+                )
+        assert relay.wait_exit(60) == 69
+    finally:
+        relay.cleanup()
+    assert "opendkim: exited 6 times within 300 s" in relay.log
+    assert "postfix stopped" in relay.log, "Postfix is stopped cleanly on the way out"
