@@ -64,3 +64,56 @@ class Paths:
     def private_dev(self) -> Path:
         """The /dev given to OpenDKIM when mailstack cannot own the real /dev/log."""
         return self.run / "dev"
+
+    # -- the server profile -------------------------------------------------------------
+
+    @property
+    def state(self) -> Path:
+        """The server's state volume: datastore (SQLite), mailboxes, Dovecot state."""
+        return self.under("/var/lib/mailstack")
+
+    @property
+    def database(self) -> Path:
+        """The default SQLite datastore (MAILSTACK_DATABASE_URL picks another)."""
+        return self.state / "mailstack.db"
+
+    @property
+    def mailboxes(self) -> Path:
+        """Maildirs, one folder per domain and user: <domain>/<local part>/Maildir."""
+        return self.state / "mail"
+
+    @property
+    def dovecot_state(self) -> Path:
+        return self.state / "dovecot"
+
+    @property
+    def server_config(self) -> Path:
+        """Generated Dovecot configuration and the TLS certificate of the server profile."""
+        return self.under("/etc/mailstack")
+
+    @property
+    def tls(self) -> Path:
+        return self.server_config / "tls"
+
+    @property
+    def dovecot_run(self) -> Path:
+        """Dovecot's base_dir: its sockets, including auth and LMTP for Postfix."""
+        return self.run / "dovecot"
+
+    @property
+    def lookup_run(self) -> Path:
+        """Folder of the socketmap socket: root:postfix 0750, only Postfix gets in."""
+        return self.run / "lookup"
+
+    @property
+    def lookup_socket(self) -> Path:
+        return self.lookup_run / "socketmap.sock"
+
+    @property
+    def dict_run(self) -> Path:
+        """Folder of the Dovecot dict socket: root:<mail user> 0750 (password hashes)."""
+        return self.run / "dict"
+
+    @property
+    def dict_socket(self) -> Path:
+        return self.dict_run / "dict.sock"

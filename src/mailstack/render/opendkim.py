@@ -12,17 +12,22 @@ from mailstack.dkim.keys import DomainKey
 from mailstack.paths import Paths
 from mailstack.render.files import GENERATED_HEADER, RenderedFile
 from mailstack.settings.model import RelaySettings
+from mailstack.settings.server import ServerSettings
+
+Settings = RelaySettings | ServerSettings
 
 SIGN_HEADERS = "From,Sender,To,CC,Subject,Message-Id,Date,MIME-Version,Content-Type,Reply-To"
 
 
-def opendkim_parameters(settings: RelaySettings, paths: Paths) -> dict[str, str]:
+def opendkim_parameters(settings: Settings, paths: Paths, mode: str = "sv") -> dict[str, str]:
+    """mode `sv` (the relay, as boky/postfix) or `s` (the server: only submission mail
+    passes the milter, inbound verification is the spam filter's job)."""
     conf = paths.opendkim_config
     params = {
         "Syslog": "yes",
         "SyslogSuccess": "yes",
         "LogWhy": "yes" if settings.inbound_debugging else "no",
-        "Mode": "sv",
+        "Mode": mode,
         "Canonicalization": "relaxed/simple",
         "SignatureAlgorithm": "rsa-sha256",
         "SignHeaders": SIGN_HEADERS,
@@ -67,13 +72,13 @@ def render_signing_table(keys: Sequence[DomainKey], subdomains: bool) -> str:
 
 
 def render_opendkim(
-    settings: RelaySettings, paths: Paths, keys: Sequence[DomainKey]
+    settings: Settings, paths: Paths, keys: Sequence[DomainKey], mode: str = "sv"
 ) -> list[RenderedFile]:
     conf = paths.opendkim_config
     trusted = "# every client Postfix accepted is ours to sign for\n0.0.0.0/0\n::/0\n"
     return [
         RenderedFile(
-            conf / "opendkim.conf", render_opendkim_conf(opendkim_parameters(settings, paths))
+            conf / "opendkim.conf", render_opendkim_conf(opendkim_parameters(settings, paths, mode))
         ),
         RenderedFile(conf / "KeyTable", render_key_table(keys)),
         RenderedFile(

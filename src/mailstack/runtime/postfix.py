@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mailstack.errors import DaemonError
@@ -25,6 +26,7 @@ from mailstack.runtime.files import write_atomic
 from mailstack.runtime.logparse import parse_postfix_line
 from mailstack.runtime.probes import smtp_ready
 from mailstack.settings.model import RelaySettings
+from mailstack.settings.values import HostPort
 
 log = logging.getLogger("mailstack.postfix")
 
@@ -87,22 +89,39 @@ def group_alive(pgid: int) -> bool:
 class Postfix(Daemon):
     """The Postfix master and, through its process group, every Postfix process."""
 
-    def __init__(self, settings: RelaySettings, paths: Paths, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        settings: RelaySettings,
+        paths: Paths,
+        env: dict[str, str],
+        *,
+        listeners: list[HostPort] | None = None,
+        master_cf: Callable[[bool], str] | None = None,
+    ) -> None:
+        """The relay by default; the server profile passes its own listeners and master.cf
+        (the first listener is the one probed for readiness, with EHLO)."""
         self.settings = settings
         self.paths = paths
+        if listeners is None:
+            listeners = [settings.listen_submission]
+            if settings.listen_smtp is not None:
+                listeners.append(settings.listen_smtp)
+        self.listeners = listeners
+        self.master_cf = master_cf or (
+            lambda accepting: render_master_cf(settings, accepting=accepting)
+        )
         master = str(Path(daemon_directory(paths, env), "master"))
         super().__init__(
             name="postfix",
             argv=[master, "-c", str(paths.postfix_config), "-s"],
             env=env,
             parse_line=parse_postfix_line,
-            probe=lambda: smtp_ready(settings.listen_submission),
+            probe=lambda: smtp_ready(listeners[0]),
         )
 
     def check_listeners(self) -> None:
         """Postfix reports a busy port only to syslog; find out first and say so clearly."""
-        listeners = [self.settings.listen_submission, self.settings.listen_smtp]
-        for address in (a for a in listeners if a is not None):
+        for address in self.listeners:
             family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
             with socket.socket(family, socket.SOCK_STREAM) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -123,7 +142,7 @@ class Postfix(Daemon):
     def _write_master_cf(self, accepting: bool) -> None:
         write_atomic(
             self.paths.postfix_config / "master.cf",
-            render_master_cf(self.settings, accepting=accepting),
+            self.master_cf(accepting),
         )
 
     def kill_leftovers(self) -> None:

@@ -55,3 +55,16 @@ def unix_socket_accepts(path: Path) -> bool:
 
 async def unix_ready(path: Path) -> bool:
     return await asyncio.to_thread(unix_socket_accepts, path)
+
+
+async def tcp_ready(address: HostPort, timeout: float = 2.0) -> bool:
+    """True when something accepts a TCP connection on `address`."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await asyncio.open_connection(address.connect_host, address.port)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True

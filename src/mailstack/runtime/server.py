@@ -1,0 +1,275 @@
+"""`mailstack run --profile server`: prepare the tree, then supervise the server's processes.
+
+Start order, each one ready before the next starts:
+1. the lookup service (socketmap for Postfix, dict for Dovecot), reading the datastore;
+2. OpenDKIM, when a hosted domain has a key (it signs what users submit);
+3. Dovecot (IMAP, LMTP, SASL for Postfix, Sieve), which asks the lookup service;
+4. the ManageSieve service, which writes sieve scripts into the datastore;
+5. Postfix, last, so that no mail is accepted before it can be delivered.
+Restart budget, back-off and the graceful stop are the relay's (see supervisor.py).
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import pwd
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailstack.dkim.keys import (
+    DomainKey,
+    domains_with_keys,
+    generate_private_key,
+    key_path,
+    render_txt,
+)
+from mailstack.paths import Paths
+from mailstack.render.dovecot import render_dovecot
+from mailstack.render.opendkim import render_opendkim
+from mailstack.render.server import (
+    listener_addresses,
+    render_server_master_cf,
+    render_server_postfix,
+)
+from mailstack.runtime import prepare as relay_prepare
+from mailstack.runtime.daemon import Daemon
+from mailstack.runtime.files import ensure_dir, materialise, write_atomic
+from mailstack.runtime.logparse import LogRecord
+from mailstack.runtime.postfix import Postfix
+from mailstack.runtime.probes import unix_ready
+from mailstack.runtime.supervisor import Supervisor, opendkim_daemon, syslog_path
+from mailstack.runtime.syslog import SyslogReceiver
+from mailstack.runtime.tls import ensure_certificate
+from mailstack.settings.server import ServerSettings, database_location
+
+log = logging.getLogger("mailstack.server")
+
+DATABASE_ENV = "MAILSTACK_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class PreparedServer:
+    dkim_keys: tuple[DomainKey, ...]
+    database: str
+    hosted_domains: tuple[str, ...]
+
+    @property
+    def dkim_enabled(self) -> bool:
+        return bool(self.dkim_keys)
+
+
+def _setup_server_dirs(settings: ServerSettings, paths: Paths) -> None:
+    relay_prepare._setup_dirs(paths)
+    ensure_dir(paths.state, 0o755)
+    ensure_dir(paths.mailboxes, 0o750, settings.mail_user, settings.mail_user)
+    ensure_dir(paths.dovecot_state, 0o750)
+    ensure_dir(paths.server_config, 0o755)
+    ensure_dir(paths.tls, 0o755)
+    # Sockets are reachable only by who needs them: Postfix for the socketmap; Dovecot's
+    # auth (extra group) and mail processes (mail user) for the dict with password hashes.
+    ensure_dir(paths.lookup_run, 0o750, "root", "postfix")
+    ensure_dir(paths.dict_run, 0o750, "root", grp.getgrgid(_mail_gid(settings)).gr_name)
+
+
+def _mail_gid(settings: ServerSettings) -> int:
+    return pwd.getpwnam(settings.mail_user).pw_gid
+
+
+def _hosted_domains(database: str) -> list[str]:
+    """Migrate the datastore to the current schema and list its domains."""
+    from mailstack.store import MailStore
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
+    store = MailStore.open(database)
+    try:
+        return [domain.name for domain in store.list_domains()]
+    finally:
+        store.close()
+
+
+def _generate_key(domain: str, selector: str, paths: Paths) -> None:
+    private = key_path(paths.dkim_keys, domain)
+    if private.exists():
+        return
+    pem = generate_private_key()
+    write_atomic(private, pem.decode("ascii"), 0o600, "opendkim")
+    txt = render_txt(selector, domain, pem)
+    write_atomic(paths.dkim_keys / f"{domain}.txt", txt, 0o644)
+    log.warning(
+        "generated a DKIM key for %s; publish its DNS record (`mailstack dkim show %s`): %s",
+        domain,
+        domain,
+        " ".join(txt.split()),
+    )
+
+
+def _server_keys(settings: ServerSettings, paths: Paths, domains: list[str]) -> list[DomainKey]:
+    """Keys of hosted domains; with DKIM_AUTOGENERATE (on by default here) missing ones are
+    made. Keys on disk for domains not hosted are used too (e.g. a parent domain)."""
+    if settings.dkim_autogenerate:
+        for domain in domains:
+            _generate_key(domain, settings.dkim_selectors.for_domain(domain), paths)
+    on_disk = domains_with_keys(paths.dkim_keys)
+    return [
+        DomainKey(d, settings.dkim_selectors.for_domain(d), key_path(paths.dkim_keys, d))
+        for d in on_disk
+    ]
+
+
+def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
+    """Folders, datastore schema, TLS certificate, DKIM keys, configuration, init scripts."""
+    relay_prepare._check_timezone(settings.tz)
+    _setup_server_dirs(settings, paths)
+    database = database_location(settings)
+    domains = _hosted_domains(database)
+    if not domains:
+        log.warning("no domains in the datastore yet: add one with `mailstack domain add`")
+    if settings.tls_cert_file is None:
+        ensure_certificate(paths.tls, settings.myhostname)
+    keys = _server_keys(settings, paths, domains)
+    for key in keys:
+        relay_prepare._make_readable_by_opendkim(key.private_key)
+    materialise(render_server_postfix(settings, paths, dkim_enabled=bool(keys)))
+    materialise(render_opendkim(settings, paths, keys, mode="s"))
+    materialise(render_dovecot(settings, paths))
+    if keys:
+        log.info("DKIM signing for %s", ", ".join(f"{k.domain} (s={k.selector})" for k in keys))
+    relay_prepare._postfix_permissions(settings, paths)  # type: ignore[arg-type]
+    relay_prepare.run_init_scripts(settings, paths)  # type: ignore[arg-type]
+    return PreparedServer(tuple(keys), database, tuple(domains))
+
+
+# -- the processes ----------------------------------------------------------------------------
+
+
+def base_environment(settings: ServerSettings, paths: Paths) -> dict[str, str]:
+    return relay_prepare.child_environment(settings, paths)  # type: ignore[arg-type]
+
+
+def lookup_daemon(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Daemon:
+    env = base_environment(settings, paths)
+    env[DATABASE_ENV] = prepared.database  # by environment: a URL may hold a password
+    argv = [
+        sys.executable,
+        "-m",
+        "mailstack.lookup",
+        "--socketmap",
+        f"unix:{paths.lookup_socket}",
+        "--dict",
+        f"unix:{paths.dict_socket}",
+        "--socket-mode",
+        "666",
+    ]
+
+    async def probe() -> bool:
+        return await unix_ready(paths.lookup_socket) and await unix_ready(paths.dict_socket)
+
+    return Daemon(
+        name="lookup",
+        argv=argv,
+        env=env,
+        parse_line=lambda line: LogRecord("lookup", line, level="info"),
+        probe=probe,
+        ready_timeout=30.0,
+    )
+
+
+def dovecot_daemon(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Daemon:
+    config = paths.server_config / "dovecot.conf"
+
+    async def probe() -> bool:
+        return await unix_ready(paths.dovecot_run / "auth-postfix") and await unix_ready(
+            paths.dovecot_run / "lmtp-postfix"
+        )
+
+    return Daemon(
+        name="dovecot",
+        argv=["dovecot", "-F", "-c", str(config)],
+        env=base_environment(settings, paths),
+        parse_line=lambda line: LogRecord("dovecot", line, level="info"),
+        probe=probe,
+        ready_timeout=30.0,
+    )
+
+
+def managesieve_daemon(
+    settings: ServerSettings, paths: Paths, prepared: PreparedServer
+) -> Daemon | None:
+    address = settings.listen_managesieve
+    if address is None:
+        return None
+    from mailstack.render.server import tls_files
+    from mailstack.runtime.probes import tcp_ready
+
+    cert, key = tls_files(settings, paths)
+    env = base_environment(settings, paths)
+    env[DATABASE_ENV] = prepared.database
+    argv = [
+        sys.executable,
+        "-m",
+        "mailstack.managesieve",
+        "--listen",
+        str(address),
+        "--cert",
+        cert,
+        "--key",
+        key,
+    ]
+    return Daemon(
+        name="managesieve",
+        argv=argv,
+        env=env,
+        parse_line=lambda line: LogRecord("managesieve", line, level="info"),
+        probe=lambda: tcp_ready(address),
+        ready_timeout=30.0,
+    )
+
+
+class ServerSupervisor(Supervisor):
+    """The relay's supervisor with the server's processes and start order."""
+
+    def __init__(self, settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> None:
+        super().__init__(settings, paths, prepared)  # type: ignore[arg-type]
+        self.server_settings = settings
+        self.server_prepared = prepared
+
+    async def _start_all(self) -> None:
+        settings, paths, prepared = self.server_settings, self.paths, self.server_prepared
+        lookup = lookup_daemon(settings, paths, prepared)
+        self.daemons.append(lookup)
+        await self._start(lookup)
+        if prepared.dkim_enabled:
+            path, isolate = syslog_path(paths)
+            self.syslog = SyslogReceiver(path)
+            await self.syslog.start()
+            opendkim = opendkim_daemon(settings, paths, isolate)  # type: ignore[arg-type]
+            self.daemons.append(opendkim)
+            await self._start(opendkim)
+        dovecot = dovecot_daemon(settings, paths, prepared)
+        self.daemons.append(dovecot)
+        await self._start(dovecot)
+        managesieve = managesieve_daemon(settings, paths, prepared)
+        if managesieve is not None:
+            self.daemons.append(managesieve)
+            await self._start(managesieve)
+        env = base_environment(settings, paths)
+        postfix = Postfix(
+            settings,  # type: ignore[arg-type]
+            paths,
+            env,
+            listeners=listener_addresses(settings),
+            master_cf=lambda accepting: render_server_master_cf(
+                settings, paths, prepared.dkim_enabled, accepting
+            ),
+        )
+        self.daemons.append(postfix)
+        await self._start(postfix)
+        await postfix.flush_deferred()
+
+
+def mail_folder(paths: Paths, address: str) -> Path:
+    """Where a user's Maildir lives (mail_home in dovecot.conf)."""
+    local, _, domain = address.partition("@")
+    return paths.mailboxes / domain / local / "Maildir"
