@@ -1,0 +1,75 @@
+"""The ManageSieve listener: one `Session` per client, all on one event loop.
+
+It reuses the lookup service's `Listener`, so start/stop behave the same way: `start()`
+returns once listening (port 0 picks a free one), `stop()` closes the listener and every
+open connection and may be called again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+
+from mailstack.lookup.listener import Address, Listener
+from mailstack.managesieve.session import Checker, Session, Settings
+from mailstack.managesieve.wire import MAX_LINE
+from mailstack.sieve import SIEVE_EXTENSIONS, check_script
+from mailstack.store import MailStore
+from mailstack.store.service import MAX_SCRIPT_BYTES
+
+MANAGESIEVE_PORT = 4190
+IDLE_TIMEOUT = 600.0  # seconds without a command before the server says BYE
+AUTH_FAILURE_DELAY = 1.0  # seconds before a failed login is answered, against guessing
+
+
+class ManageSieveServer(Listener):
+    """RFC 5804 server whose scripts live in mailstack's datastore.
+
+    `ssl_context` enables STARTTLS; with it, logins are refused until TLS is up unless
+    `allow_plaintext_auth` is set (meant for loopback tests). Uploaded scripts go through
+    `checker` (by default Pigeonhole's sievec) and are refused with its message if invalid.
+    """
+
+    name = "managesieve"
+    read_limit = MAX_LINE + 2
+
+    def __init__(
+        self,
+        store: MailStore,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        checker: Checker = check_script,
+        max_script_bytes: int = MAX_SCRIPT_BYTES,
+        allow_plaintext_auth: bool = False,
+        idle_timeout: float = IDLE_TIMEOUT,
+        auth_failure_delay: float = AUTH_FAILURE_DELAY,
+        extensions: tuple[str, ...] = SIEVE_EXTENSIONS,
+    ) -> None:
+        super().__init__()
+        if not 0 < max_script_bytes <= MAX_SCRIPT_BYTES:
+            raise ValueError(f"max_script_bytes must be between 1 and {MAX_SCRIPT_BYTES}")
+        self.settings = Settings(
+            store=store,
+            ssl_context=ssl_context,
+            checker=checker,
+            max_script_bytes=max_script_bytes,
+            allow_plaintext_auth=allow_plaintext_auth,
+            idle_timeout=idle_timeout,
+            auth_failure_delay=auth_failure_delay,
+            extensions=extensions,
+        )
+
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = MANAGESIEVE_PORT,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        mode: int = 0o660,
+    ) -> Address:
+        """Listen on `host`:`port` (0: any free port; see `port`), or on a Unix socket."""
+        return await super().start(host=host, port=port, path=path, mode=mode)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await Session(self.settings, reader, writer).run()
