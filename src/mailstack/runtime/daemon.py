@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from mailstack.errors import DaemonError
 from mailstack.log import DaemonLine, emit_daemon_lines
-from mailstack.runtime.logparse import LogRecord
+from mailstack.runtime.logparse import LineObserver, LogRecord
 
 log = logging.getLogger("mailstack.supervisor")
 
@@ -42,11 +42,18 @@ class Daemon:
         self.process: asyncio.subprocess.Process | None = None
         self.tail: deque[str] = deque(maxlen=20)
         self.restarts = 0
+        #: Sees every parsed line (the metrics count mail events with it); None costs nothing.
+        self.observe: LineObserver | None = None
         self._pumps: list[asyncio.Task[None]] = []
 
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
+
+    @property
+    def running(self) -> bool:
+        """Whether the process was started and has not exited (yet)."""
+        return self.process is not None and self.process.returncode is None
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
@@ -82,12 +89,15 @@ class Daemon:
 
     def _emit(self, raw_lines: list[bytes]) -> None:
         batch = []
+        observe = self.observe
         for raw in raw_lines:
             line = raw.decode("utf-8", errors="replace").rstrip("\r")
             if not line.strip():
                 continue
             self.tail.append(line)
             record = self.parse_line(line)
+            if observe is not None:
+                observe(record)
             batch.append(
                 DaemonLine(record.service, record.pid, record.level, record.message, record.fields)
             )

@@ -3,11 +3,13 @@
 Postfix's postlogd writes `Mon DD HH:MM:SS host postfix/smtp[123]: text`; syslog datagrams
 from OpenDKIM look like `<PRI>Mon DD HH:MM:SS opendkim[45]: text`. Delivery lines
 (`QUEUEID: to=<...>, relay=..., delay=..., dsn=..., status=sent (...)`) also yield their fields.
+`mail_event` names the lines the metrics count (see mailstack.metrics).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 _POSTLOG = re.compile(
@@ -35,6 +37,10 @@ class LogRecord:
     pid: int | None = None
     level: str = "info"
     fields: dict[str, str] = field(default_factory=dict)
+
+
+#: A hook that sees every parsed line (the metrics count mail events with it).
+LineObserver = Callable[[LogRecord], None]
 
 
 def _level_of(message: str, default: str = "info") -> str:
@@ -88,3 +94,39 @@ def parse_syslog_datagram(data: str, default_service: str = "opendkim") -> LogRe
         pid=int(pid) if pid else None,
         level=_SYSLOG_LEVELS[severity],
     )
+
+
+#: Events `mail_event` reports, in the order the metrics list them.
+MAIL_EVENTS = ("received", "sent", "deferred", "bounced", "rejected", "dkim_signed")
+_DELIVERY_STATUSES = frozenset({"sent", "deferred", "bounced"})
+_REJECTS = ("reject:", "milter-reject:")
+
+
+def mail_event(record: LogRecord) -> str | None:
+    """Which counted mail event a parsed line reports, if any (one of MAIL_EVENTS).
+
+    It runs on every daemon line, so it looks only at the program name (the last part of
+    `postfix/submission/smtpd`) and then at most one prefix of the message:
+
+    - received: cleanup's `QUEUEID: message-id=...`, logged once for every message that enters
+      the queue (SMTP, sendmail, and Postfix's own bounce notices, which then leave as mail
+      too), whereas qmgr's `from=` line repeats at every retry of a deferred message;
+    - sent / deferred / bounced: the `status=` of an smtp or lmtp delivery line, one per
+      recipient and attempt;
+    - rejected: smtpd's `reject:` / `milter-reject:` lines (`NOQUEUE: reject: RCPT from ...`),
+      one per refused command, temporary (4xx) or permanent (5xx);
+    - dkim_signed: OpenDKIM's `QUEUEID: DKIM-Signature field added (s=..., d=...)`.
+    """
+    program = record.service.rpartition("/")[2]
+    if program in ("smtp", "lmtp"):
+        status = record.fields.get("status")
+        return status if status in _DELIVERY_STATUSES else None
+    if program == "smtpd":
+        text = record.message.partition(": ")[2]
+        return "rejected" if text.startswith(_REJECTS) else None
+    if program == "cleanup":
+        text = record.message.partition(": ")[2]
+        return "received" if text.startswith("message-id=") else None
+    if program == "opendkim" and "DKIM-Signature field added" in record.message:
+        return "dkim_signed"
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,23 @@ from mailstack.settings.model import RelaySettings
 log = logging.getLogger("mailstack.prepare")
 
 ZONEINFO = Path("/usr/share/zoneinfo")
+
+#: A pristine copy of Debian's /etc/postfix, made by the container image (deploy/Dockerfile).
+POSTFIX_SKELETON = Path("/usr/share/mailstack/skel/etc/postfix")
+SYSTEM_POSTFIX_CONFIG = Path("/etc/postfix")
+#: Postfix's own files in its configuration folder. Only these are restored: the rest of a
+#: system's /etc/postfix (its main.cf, sasl_passwd, tables) belongs to that system.
+POSTFIX_STOCK_FILES = (
+    "dynamicmaps.cf",
+    "dynamicmaps.cf.d",
+    "postfix-files",
+    "postfix-files.d",
+    "main.cf.proto",
+    "master.cf.proto",
+    "makedefs.out",
+    "postfix-script",
+    "post-install",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +86,60 @@ def _setup_dirs(paths: Paths) -> None:
     ensure_dir(paths.run, 0o755)
     ensure_dir(paths.opendkim_run, 0o750, "opendkim", "postfix")
     ensure_dir(paths.private_dev, 0o755)
+
+
+def postfix_skeleton(paths: Paths) -> Path | None:
+    """Where to restore Postfix's stock files from: the image's skeleton, else (a host install
+    with a relocated root) the system's /etc/postfix; None when that is the folder itself."""
+    if POSTFIX_SKELETON.is_dir():
+        return POSTFIX_SKELETON
+    system = SYSTEM_POSTFIX_CONFIG
+    if system.is_dir() and system.resolve() != paths.postfix_config.resolve():
+        return system
+    return None
+
+
+def _copy_missing(source: Path, target: Path) -> list[Path]:
+    """Copy `source` (file, symlink or folder tree) to `target`, keeping what already exists."""
+    copied: list[Path] = []
+    if not os.path.lexists(target):
+        if source.is_symlink():
+            target.symlink_to(source.readlink())
+        elif source.is_dir():
+            target.mkdir(mode=source.stat().st_mode & 0o7777)
+        else:
+            shutil.copy2(source, target)
+        copied.append(target)
+    if source.is_dir() and not source.is_symlink() and target.is_dir():
+        for child in sorted(source.iterdir()):
+            copied += _copy_missing(child, target / child.name)
+    return copied
+
+
+def restore_postfix_stock_files(paths: Paths) -> list[str]:
+    """Refill an emptied /etc/postfix (a tmpfs or Kubernetes emptyDir mounted over it).
+
+    Postfix reads `dynamicmaps.cf` (and its .d folder) from meta_directory to learn which
+    table types live in plugins: without it every `pcre:` or `lmdb:` table fails with
+    "unsupported dictionary type". Missing stock files are copied back before rendering;
+    files already there, edited or not, are kept. Returns the names of what was restored.
+    """
+    skeleton = postfix_skeleton(paths)
+    config = paths.postfix_config
+    restored: list[str] = []
+    if skeleton is not None:
+        for name in POSTFIX_STOCK_FILES:
+            if os.path.lexists(skeleton / name) and _copy_missing(skeleton / name, config / name):
+                restored.append(name)
+    if restored:
+        log.info("restored Postfix's own files in %s from %s: %s", config, skeleton, restored)
+    elif skeleton is None and not (config / "dynamicmaps.cf").exists():
+        log.warning(
+            "%s has no dynamicmaps.cf and %s does not exist: pcre: and lmdb: tables will fail",
+            config,
+            POSTFIX_SKELETON,
+        )
+    return restored
 
 
 def _autogenerate_keys(settings: RelaySettings, paths: Paths) -> None:
@@ -132,6 +204,7 @@ def prepare(settings: RelaySettings, paths: Paths) -> Prepared:
     """Create folders, keys and configuration; run init scripts. Raises on any failure."""
     _check_timezone(settings.tz)
     _setup_dirs(paths)
+    restore_postfix_stock_files(paths)
     if settings.dkim_autogenerate:
         _autogenerate_keys(settings, paths)
     keys = signing_keys(settings, paths)

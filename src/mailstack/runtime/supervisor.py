@@ -15,17 +15,20 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mailstack.errors import DaemonError, ExitCode
 from mailstack.paths import Paths
 from mailstack.runtime.daemon import Daemon
-from mailstack.runtime.logparse import LogRecord
+from mailstack.runtime.logparse import LineObserver, LogRecord
 from mailstack.runtime.postfix import Postfix
 from mailstack.runtime.prepare import Prepared, child_environment
 from mailstack.runtime.probes import unix_ready
 from mailstack.runtime.syslog import SyslogReceiver
 from mailstack.settings.model import RelaySettings
+
+if TYPE_CHECKING:
+    from mailstack.metrics import MetricsServer
 
 log = logging.getLogger("mailstack.supervisor")
 
@@ -69,6 +72,8 @@ class Supervisor:
         self.syslog: SyslogReceiver | None = None
         self.daemons: list[Daemon] = []
         self.hop: Any = None
+        self.metrics: MetricsServer | None = None
+        self._observe: LineObserver | None = None
         self._crashes: dict[str, list[float]] = {}
 
     async def run(self) -> int:
@@ -88,12 +93,32 @@ class Supervisor:
             log.info("received %s: stopping", signal.Signals(signum).name)
             self.stopping.set()
 
+    def _start_metrics(self) -> None:
+        """Serve /metrics and count mail events in the log pipeline, when asked to.
+
+        Imported here, not at the top: prometheus_client costs start-up time and memory that a
+        relay without MAILSTACK_METRICS_LISTEN should not pay.
+        """
+        address = self.settings.metrics_listen
+        if address is None:
+            return
+        from mailstack.metrics import relay_metrics
+
+        counter, self.metrics = relay_metrics(
+            address, self.paths.postfix_queue, lambda: tuple(self.daemons)
+        )
+        self._observe = counter.observe
+        self.metrics.start()
+        log.info("serving metrics on http://%s/metrics", address)
+
     async def _start_all(self) -> None:
+        self._start_metrics()
         if self.prepared.dkim_enabled:
             path, isolate = syslog_path(self.paths)
-            self.syslog = SyslogReceiver(path)
+            self.syslog = SyslogReceiver(path, observe=self._observe)
             await self.syslog.start()
             opendkim = opendkim_daemon(self.settings, self.paths, isolate)
+            opendkim.observe = self._observe
             self.daemons.append(opendkim)
             await self._start(opendkim)
         if self.settings.xoauth2_enabled:
@@ -109,6 +134,7 @@ class Supervisor:
             await self.hop.start()
             log.info("XOAUTH2 hop listening on 127.0.0.1:%s", self.settings.xoauth2_hop_port)
         postfix = Postfix(self.settings, self.paths, child_environment(self.settings, self.paths))
+        postfix.observe = self._observe
         self.daemons.append(postfix)
         await self._start(postfix)
         await postfix.flush_deferred()
@@ -172,3 +198,5 @@ class Supervisor:
             await self.hop.stop()
         if self.syslog is not None:
             await self.syslog.stop()
+        if self.metrics is not None:
+            await self.metrics.stop()

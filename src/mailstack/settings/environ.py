@@ -65,6 +65,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "POSTFIX_message_size_limit": values.parse_size,
     "DKIM_SELECTOR": values.parse_selectors,
     "MAILSTACK_LISTEN_SUBMISSION": values.parse_listen,
+    "MAILSTACK_METRICS_LISTEN": values.parse_listen,  # empty: no metrics endpoint
 }
 _FLAGS = (
     "FORCE_COLOR",
@@ -229,6 +230,17 @@ def _cross_checks(raw: Mapping[str, Any], problems: list[Problem]) -> None:
         raw.get("RELAYHOST") and raw.get("RELAYHOST_USERNAME")
     ):
         problems.append(Problem("XOAUTH2_CLIENT_ID", XOAUTH2_NEEDS_RELAYHOST))
+    metrics = raw.get("MAILSTACK_METRICS_LISTEN")
+    if metrics is not None:
+        for name, field in (
+            ("MAILSTACK_LISTEN_SUBMISSION", "listen_submission"),
+            ("MAILSTACK_LISTEN_SMTP", "listen_smtp"),
+        ):
+            mail = raw.get(name, RelaySettings.model_fields[field].default)
+            if mail is not None and values.same_socket(metrics, mail):
+                problems.append(
+                    Problem("MAILSTACK_METRICS_LISTEN", f"{metrics} clashes with {name}={mail}")
+                )
 
 
 def _problems_from(exc: ValidationError) -> list[Problem]:

@@ -89,6 +89,7 @@ class RelaySettings(BaseModel):
     listen_smtp: HostPort | None = Field(HostPort("0.0.0.0", 25), alias="MAILSTACK_LISTEN_SMTP")
     xoauth2_hop_port: int = Field(10587, ge=1, le=65535, alias="MAILSTACK_XOAUTH2_PORT")
     stop_timeout: float = Field(8.0, ge=0, le=3600, alias="MAILSTACK_STOP_TIMEOUT")
+    metrics_listen: HostPort | None = Field(None, alias="MAILSTACK_METRICS_LISTEN")
 
     @property
     def xoauth2_enabled(self) -> bool:

@@ -100,6 +100,12 @@ def parse_listen(raw: str) -> HostPort:
     return HostPort(host, port)
 
 
+def same_socket(a: HostPort, b: HostPort) -> bool:
+    """Whether two listeners would fight over one port (a wildcard address overlaps all)."""
+    wildcards = {"0.0.0.0", "::"}
+    return a.port == b.port and (a.host == b.host or bool({a.host, b.host} & wildcards))
+
+
 @dataclass(frozen=True)
 class RelayHost:
     """Postfix `relayhost` in any of its forms; `text` is what goes into main.cf."""
