@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -481,6 +482,19 @@ def test_store_outage_answers_trylater(seeded_store: MailStore, plain_port: int)
     finally:
         with seeded_store.engine.begin() as db:
             db.execute(text("ALTER TABLE users_away RENAME TO users"))
+
+
+def test_without_sievec_uploads_are_deferred_not_stored(
+    seeded_store: MailStore, serve: Serve
+) -> None:
+    """No compiler, no verdict: NO (TRYLATER), and nothing unchecked reaches the store."""
+    port = serve(checker=functools.partial(check_script, sievec="mailstack-no-such-sievec")).port
+    with client(port) as conn:
+        assert conn.login("", ALICE, PASSWORD) == "OK"
+        assert conn.putscript("main", "keep;\n") == "NO"
+        assert conn.response_code == "TRYLATER"
+        assert conn.listscripts() == ("OK", [])
+    assert scripts(seeded_store) == {}
 
 
 # -- robustness -----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ Checker = Callable[[str], str | None]
 MAX_AUTH_FAILURES = 3  # per connection; then BYE, so guessing costs a reconnect each time
 MAX_BAD_COMMANDS = 10  # malformed commands in a row before the connection is dropped
 SEND_TIMEOUT = 30.0  # a client that stops reading its replies is cut off
+HANDSHAKE_TIMEOUT = 30.0  # seconds for the TLS handshake after STARTTLS
 HAVESPACE_MAX = 4294967295  # number = 1*DIGIT, at most 2^32 - 1 (RFC 5804 section 4)
 
 
@@ -264,7 +265,10 @@ class Session:
         if getattr(self.reader, "_buffer", b""):
             raise FatalError("data after STARTTLS before the TLS handshake")
         await self._ok("Begin TLS negotiation now")
-        await self.writer.start_tls(context, ssl_handshake_timeout=self.settings.idle_timeout)
+        try:
+            await self.writer.start_tls(context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except TimeoutError:
+            raise ConnectionError("no TLS handshake") from None
         self.tls = True
         log.debug("%s: TLS established", self.peer)
         await self._send(self._capabilities() + status("OK", "TLS negotiation successful"))
@@ -393,7 +397,10 @@ class Session:
     async def setactive(self, args: list[Token]) -> None:
         (name,) = _strings("SETACTIVE", args, 1)
         await self._store(self.settings.store.activate_script, self._owner, name or None)
-        log.info("%s: %s activated sieve script %r", self.peer, self._owner, name or None)
+        if name:
+            log.info("%s: %s activated sieve script %r", self.peer, self._owner, name)
+        else:
+            log.info("%s: %s deactivated their sieve scripts", self.peer, self._owner)
         await self._ok("Active script set" if name else "No script is active now")
 
     async def getscript(self, args: list[Token]) -> None:
