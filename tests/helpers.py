@@ -219,3 +219,20 @@ def message(sender: str, recipient: str, subject: str = "hello", extra: str = ""
         f"Date: Sat, 21 Nov 2026 12:00:00 +0000\r\nMessage-ID: <{time.monotonic_ns()}@test>\r\n"
         f"{extra}\r\nThis is the body.\r\n"
     ).encode()
+
+
+def verify_dkim(raw: bytes, keys_dir: Path) -> bool:
+    """Verify with dkimpy, answering the DNS query from the `<domain>.txt` files."""
+    import dkim
+
+    from mailstack.dkim.keys import parse_txt
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        selector, _, domain = name.decode().rstrip(".").partition("._domainkey.")
+        txt = keys_dir / f"{domain}.txt"
+        assert txt.exists(), f"no key published for {domain} (asked for {name!r})"
+        record = parse_txt(txt.read_text())
+        assert selector, name
+        return record.encode()
+
+    return bool(dkim.verify(raw, dnsfunc=dnsfunc))

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -87,9 +88,32 @@ def render(
         typer.echo(str(target))
 
 
+Profile = Annotated[
+    str,
+    typer.Option(
+        "--profile",
+        envvar="MAILSTACK_PROFILE",
+        help="relay (the boky/postfix-compatible relay) or server (MX, IMAP, Sieve).",
+    ),
+]
+PROFILES = ("relay", "server")
+
+
+def _check_profile(profile: str) -> str:
+    name = profile.strip().lower()
+    if name not in PROFILES:
+        _fallback_logging()
+        log.error("bad setting MAILSTACK_PROFILE: must be relay or server (got %r)", profile)
+        raise typer.Exit(ExitCode.CONFIG)
+    return name
+
+
 @app.command()
-def run() -> None:
-    """Validate, configure and run the relay in the foreground until SIGTERM/SIGINT."""
+def run(profile: Profile = "relay") -> None:
+    """Validate, configure and run mailstack in the foreground until SIGTERM/SIGINT."""
+    if _check_profile(profile) == "server":
+        _run_server()
+        return
     from mailstack.runtime.prepare import prepare
     from mailstack.runtime.supervisor import Supervisor
 
@@ -97,11 +121,7 @@ def run() -> None:
     try:
         settings = _load(notices)
     except ConfigError as exc:
-        _fallback_logging()
-        for problem in exc.problems:
-            log.error("bad setting %s", problem)
-        log.error("not starting: %d problem(s) in the configuration", len(exc.problems))
-        raise typer.Exit(ExitCode.CONFIG) from None
+        _config_failure(exc)
     configure_logging(settings.log_format, settings.force_color)
     for secret in (
         settings.relayhost_password,
@@ -115,9 +135,26 @@ def run() -> None:
         log.warning("%s", notice)
     log.info("mailstack %s starting (relay profile, root %s)", __version__, settings.root)
     paths = Paths(settings.root)
-    try:
+
+    async def supervise() -> int:
         prepared = prepare(settings, paths)
-        code = asyncio.run(Supervisor(settings, paths, prepared).run())
+        return await Supervisor(settings, paths, prepared).run()
+
+    _supervise(supervise)
+
+
+def _config_failure(exc: ConfigError) -> NoReturn:
+    _fallback_logging()
+    for problem in exc.problems:
+        log.error("bad setting %s", problem)
+    log.error("not starting: %d problem(s) in the configuration", len(exc.problems))
+    raise typer.Exit(ExitCode.CONFIG) from None
+
+
+def _supervise(supervise: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
+    """Run the supervisor; turn mailstack's errors into one log line and an exit code."""
+    try:
+        code = asyncio.run(supervise())
     except DaemonError as exc:
         for line in exc.log_tail:
             log.error("%s last words: %s", exc.name, line)
@@ -132,6 +169,27 @@ def run() -> None:
         raise typer.Exit(exc.exit_code) from None
     log.info("stopped")
     raise typer.Exit(code)
+
+
+def _run_server() -> None:
+    from mailstack.runtime.server import ServerSupervisor, prepare_server
+    from mailstack.settings.server import load_server_settings
+
+    try:
+        settings = load_server_settings(os.environ)
+    except ConfigError as exc:
+        _config_failure(exc)
+    configure_logging(settings.log_format, settings.force_color)
+    password = settings.relayhost_password
+    register_secret(password.get_secret_value() if password else None)
+    log.info("mailstack %s starting (server profile, root %s)", __version__, settings.root)
+    paths = Paths(settings.root)
+
+    async def supervise() -> int:
+        prepared = prepare_server(settings, paths)
+        return await ServerSupervisor(settings, paths, prepared).run()
+
+    _supervise(supervise)
 
 
 @app.command()
@@ -154,6 +212,8 @@ def health() -> None:
         typer.echo(f"unhealthy: DKIM milter not answering on {paths.opendkim_socket}", err=True)
         raise typer.Exit(ExitCode.FAILURE)
     typer.echo("healthy")
+
+
 
 
 def main() -> None:

@@ -7,24 +7,7 @@ import subprocess
 from email.message import Message
 from pathlib import Path
 
-import dkim
-
-from mailstack.dkim.keys import parse_txt
-from tests.helpers import Sink, base_env, message, running_relay
-
-
-def verify_dkim(raw: bytes, keys_dir: Path) -> bool:
-    """Verify with dkimpy, answering the DNS query from the `<domain>.txt` files."""
-
-    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
-        selector, _, domain = name.decode().rstrip(".").partition("._domainkey.")
-        txt = keys_dir / f"{domain}.txt"
-        assert txt.exists(), f"no key published for {domain} (asked for {name!r})"
-        record = parse_txt(txt.read_text())
-        assert selector, name
-        return record.encode()
-
-    return bool(dkim.verify(raw, dnsfunc=dnsfunc))
+from tests.helpers import Sink, base_env, message, running_relay, verify_dkim
 
 
 def signature_tags(msg: Message) -> dict[str, str]:

@@ -58,7 +58,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(name)s %(message)s"
+        level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s"
     )
     args = parse_args(argv)
     try:

@@ -1,0 +1,435 @@
+"""The server profile end to end: real Postfix, Dovecot, OpenDKIM and the lookup service,
+driven by real clients (smtplib, imaplib) on loopback.
+
+One server runs for the module (start-up costs seconds); tests use their own users where
+they change state, so their order does not matter.
+"""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import smtplib
+import socket
+import ssl
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trustme
+from mailserver import (
+    PASSWORD,
+    MailServer,
+    Ports,
+    deliver,
+    imap_session,
+    message,
+    running_server,
+    server_env,
+    wait_for_subject,
+)
+from sqlalchemy import text
+from tests.helpers import MAILSTACK, Sink, private_root, smtp_sink, verify_dkim, wait_for
+
+from mailstack.store import MailStore
+
+WORK_FILTER = """require ["fileinto", "mailbox"];
+if header :contains "subject" "[work]" {
+  fileinto :create "Work";
+}
+"""
+
+
+@dataclass
+class World:
+    server: MailServer
+    ports: Ports
+    store: MailStore
+    sink: Sink
+
+    @property
+    def keys(self) -> Path:
+        return self.server.root / "etc/opendkim/keys"
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[World]:
+    with private_root() as root, smtp_sink() as sink:
+        store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
+        try:
+            store.add_domain("example.com")
+            store.add_domain("example.net")
+            store.add_alias_domain("example.org", "example.com")
+            for user in ("alice", "bob", "carol", "dave", "erin"):
+                store.add_user(f"{user}@example.com", PASSWORD)
+            store.add_alias("info@example.com", ["alice@example.com", "bob@example.com"])
+            store.add_alias("@example.net", "erin@example.com")
+            ports = Ports()
+            env = server_env(root, ports, RELAYHOST=f"[127.0.0.1]:{sink.port}")
+            with running_server(root, env) as server:
+                yield World(server, ports, store, sink)
+        finally:
+            store.close()
+
+
+def submit(world: World, user: str, sender: str, recipient: str, subject: str) -> None:
+    """Send as a mail client does: 587, STARTTLS, AUTH."""
+    with smtplib.SMTP("127.0.0.1", world.ports.submission, timeout=30) as client:
+        client.starttls(context=world.server.tls_context())
+        client.login(user, PASSWORD)
+        client.sendmail(sender, [recipient], message(sender, recipient, subject))
+
+
+# -- inbound: the MX --------------------------------------------------------------------
+
+
+def test_outside_mail_reaches_the_inbox_and_special_folders_exist(world: World) -> None:
+    assert deliver(world.ports.smtp, "friend@remote.test", ["alice@example.com"], "hi") == {}
+    wait_for_subject(world.server, world.ports.imap, "alice@example.com", "hi")
+    with imap_session(world.server, world.ports.imap, "alice@example.com", PASSWORD) as client:
+        _, folders = client.list()
+    listing = b"\n".join(folders).decode()
+    for flag, name in [("Drafts", "Drafts"), ("Sent", "Sent"), ("Trash", "Trash")]:
+        assert f"\\{flag}" in listing
+        assert name in listing
+    assert "\\Junk" in listing
+    assert "Spam" in listing
+    assert "\\Archive" in listing
+
+
+def test_alias_catch_all_and_alias_domain_reach_the_right_mailboxes(world: World) -> None:
+    port = world.ports.smtp
+    assert deliver(port, "a@remote.test", ["info@example.com"], "to info") == {}
+    assert deliver(port, "a@remote.test", ["anything@example.net"], "to catch-all") == {}
+    assert deliver(port, "a@remote.test", ["bob@example.org"], "to alias domain") == {}
+    imap = world.ports.imap
+    wait_for_subject(world.server, imap, "alice@example.com", "to info")
+    wait_for_subject(world.server, imap, "bob@example.com", "to info")
+    wait_for_subject(world.server, imap, "erin@example.com", "to catch-all")
+    bob = wait_for_subject(world.server, imap, "bob@example.com", "to alias domain")
+    assert "to catch-all" not in bob
+
+
+def test_unknown_recipient_is_refused_at_rcpt_with_550(world: World) -> None:
+    refused = deliver(
+        world.ports.smtp, "a@remote.test", ["nobody@example.com", "carol@example.com"], "mixed"
+    )
+    assert list(refused) == ["nobody@example.com"]
+    code, reply = refused["nobody@example.com"]
+    assert code == 550, reply
+    wait_for_subject(world.server, world.ports.imap, "carol@example.com", "mixed")
+    # an alias domain does not make unknown users exist
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+        deliver(world.ports.smtp, "a@remote.test", ["nobody@example.org"], "x")
+    assert caught.value.recipients["nobody@example.org"][0] == 550
+
+
+def test_the_mx_is_not_an_open_relay(world: World) -> None:
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+        deliver(world.ports.smtp, "a@remote.test", ["victim@elsewhere.test"], "relay?")
+    code, reply = caught.value.recipients["victim@elsewhere.test"]
+    assert code == 554
+    assert b"Relay access denied" in reply
+    # not with one of our own addresses as the sender either
+    with pytest.raises(smtplib.SMTPException):
+        deliver(world.ports.smtp, "alice@example.com", ["victim@elsewhere.test"], "relay?")
+    assert world.sink.messages == [] or all(
+        "victim@elsewhere.test" not in envelope.rcpt_tos for envelope, _ in world.sink.messages
+    )
+
+
+# -- submission -----------------------------------------------------------------------------
+
+
+def test_auth_is_offered_only_after_starttls_on_587(world: World) -> None:
+    with smtplib.SMTP("127.0.0.1", world.ports.submission, timeout=30) as client:
+        client.ehlo()
+        assert not client.has_extn("auth")
+        token = base64.b64encode(f"\0alice@example.com\0{PASSWORD}".encode()).decode()
+        code, _ = client.docmd("AUTH", f"PLAIN {token}")
+        assert code >= 500
+        client.starttls(context=world.server.tls_context())
+        client.ehlo()
+        assert client.has_extn("auth")
+        assert client.login("alice@example.com", PASSWORD)[0] == 235
+
+
+def test_submitted_mail_is_signed_and_relayed_on_587_and_465(world: World) -> None:
+    before = len(world.sink.messages)
+    submit(world, "alice@example.com", "alice@example.com", "someone@remote.test", "via 587")
+    with smtplib.SMTP_SSL(
+        "127.0.0.1", world.ports.submissions, context=world.server.tls_context(), timeout=30
+    ) as client:
+        client.login("bob@example.com", PASSWORD)
+        client.sendmail(
+            "bob@example.com",
+            ["someone@remote.test"],
+            message("bob@example.com", "someone@remote.test", "via 465"),
+        )
+    received = world.sink.wait_messages(before + 2)[before:]
+    by_subject = {msg["Subject"]: (envelope, msg) for envelope, msg in received}
+    assert set(by_subject) == {"via 587", "via 465"}
+    for envelope, msg in by_subject.values():
+        assert "d=example.com" in str(msg["DKIM-Signature"]).replace(" ", "")
+        assert verify_dkim(envelope.original_content or envelope.content, world.keys)
+
+
+def test_users_send_only_as_their_own_addresses_and_aliases(world: World) -> None:
+    with smtplib.SMTP("127.0.0.1", world.ports.submission, timeout=30) as client:
+        client.starttls(context=world.server.tls_context())
+        client.login("alice@example.com", PASSWORD)
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+            client.sendmail("bob@example.com", ["x@remote.test"], b"Subject: spoof\r\n\r\nx\r\n")
+        code, reply = caught.value.recipients["x@remote.test"]
+        assert code == 553
+        assert b"not owned by user alice@example.com" in reply
+        # info@ delivers to alice, so she may send as it
+        before = len(world.sink.messages)
+        client.sendmail(
+            "info@example.com",
+            ["x@remote.test"],
+            message("info@example.com", "x@remote.test", "as alias"),
+        )
+    assert world.sink.wait_messages(before + 1)[-1][1]["Subject"] == "as alias"
+
+
+def test_wrong_password_is_refused_on_submission_and_imap(world: World) -> None:
+    with smtplib.SMTP("127.0.0.1", world.ports.submission, timeout=30) as client:
+        client.starttls(context=world.server.tls_context())
+        with pytest.raises(smtplib.SMTPAuthenticationError) as caught:
+            client.login("alice@example.com", "wrong password")
+        assert caught.value.smtp_code == 535
+    with (
+        pytest.raises(imaplib.IMAP4.error),
+        imap_session(world.server, world.ports.imap, "alice@example.com", "wrong"),
+    ):
+        pass
+
+
+def test_imap_offers_starttls_and_imaps_works(world: World) -> None:
+    """(Dovecot counts loopback clients as secure, so plaintext refusal cannot be shown from
+    here; `disable_plaintext_auth = yes` applies to every other address.)"""
+    plain = imaplib.IMAP4("127.0.0.1", world.ports.imap, timeout=30)
+    try:
+        assert "STARTTLS" in plain.capabilities
+    finally:
+        plain.shutdown()
+    secure = imaplib.IMAP4_SSL(
+        "127.0.0.1", world.ports.imaps, ssl_context=world.server.tls_context(), timeout=30
+    )
+    try:
+        assert secure.login("alice@example.com", PASSWORD)[0] == "OK"
+    finally:
+        secure.logout()
+
+
+# -- account changes take effect at once -------------------------------------------------------
+
+
+def test_password_change_applies_at_once(world: World) -> None:
+    user, new = "carol@example.com", "a brand new passphrase"
+    world.store.set_password(user, new)
+    try:
+        with (
+            pytest.raises(imaplib.IMAP4.error),
+            imap_session(world.server, world.ports.imap, user, PASSWORD),
+        ):
+            pass
+        with imap_session(world.server, world.ports.imap, user, new) as client:
+            assert client.select("INBOX")[0] == "OK"
+        with smtplib.SMTP("127.0.0.1", world.ports.submission, timeout=30) as client:
+            client.starttls(context=world.server.tls_context())
+            assert client.login(user, new)[0] == 235
+    finally:
+        world.store.set_password(user, PASSWORD)
+
+
+def test_disabled_user_cannot_log_in_but_still_receives(world: World) -> None:
+    user = "dave@example.com"
+    world.store.disable_user(user)
+    try:
+        with (
+            pytest.raises(imaplib.IMAP4.error),
+            imap_session(world.server, world.ports.imap, user, PASSWORD),
+        ):
+            pass
+        with smtplib.SMTP("127.0.0.1", world.ports.submission, timeout=30) as client:
+            client.starttls(context=world.server.tls_context())
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                client.login(user, PASSWORD)
+        # as the README says: a disabled account keeps receiving, for when it comes back
+        assert deliver(world.ports.smtp, "a@remote.test", [user], "while away") == {}
+    finally:
+        world.store.enable_user(user)
+    wait_for_subject(world.server, world.ports.imap, user, "while away")
+
+
+# -- sieve ------------------------------------------------------------------------------------
+
+
+def test_active_sieve_script_from_the_store_files_mail(world: World) -> None:
+    world.store.put_script("erin@example.com", "work", WORK_FILTER, activate=True)
+    deliver(world.ports.smtp, "boss@remote.test", ["erin@example.com"], "[work] report")
+    deliver(world.ports.smtp, "mum@remote.test", ["erin@example.com"], "sunday lunch")
+    wait_for_subject(world.server, world.ports.imap, "erin@example.com", "[work] report", "Work")
+    inbox = wait_for_subject(world.server, world.ports.imap, "erin@example.com", "sunday lunch")
+    assert "[work] report" not in inbox
+
+
+def sieve_connect(world: World, user: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's sieve-connect: STARTTLS verified against the server's certificate, PLAIN."""
+    return subprocess.run(
+        ["sieve-connect", "--server", "127.0.0.1", "--port", str(world.ports.managesieve),
+         "--nosrv", "--user", user, "--passwordfd", "0",
+         "--tlscafile", str(world.server.certificate), *args],
+        input=PASSWORD + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+
+
+def test_script_uploaded_over_managesieve_files_mail(world: World, tmp_path: Path) -> None:
+    user = "bob@example.com"
+    script = tmp_path / "work.sieve"
+    script.write_text(WORK_FILTER)
+    upload = sieve_connect(world, user, "--localsieve", str(script), "--remotesieve", "work",
+                           "--upload")  # fmt: skip
+    assert upload.returncode == 0, upload.stderr
+    activate = sieve_connect(world, user, "--remotesieve", "work", "--activate")
+    assert activate.returncode == 0, activate.stderr
+    assert [(s.name, s.active) for s in world.store.list_scripts(user)] == [("work", True)]
+    deliver(world.ports.smtp, "boss@remote.test", [user], "[work] over managesieve")
+    wait_for_subject(world.server, world.ports.imap, user, "[work] over managesieve", "Work")
+
+
+def test_invalid_script_is_refused_with_the_compiler_message(world: World, tmp_path: Path) -> None:
+    script = tmp_path / "bad.sieve"
+    script.write_text('require "fileinto";\nfileinto2 "x";\n')
+    upload = sieve_connect(world, "alice@example.com", "--localsieve", str(script),
+                           "--remotesieve", "bad", "--upload")  # fmt: skip
+    assert upload.returncode != 0
+    assert "fileinto2" in upload.stderr
+    assert "bad" not in [s.name for s in world.store.list_scripts("alice@example.com")]
+
+
+# -- failures -----------------------------------------------------------------------------------
+
+
+def test_store_outage_gives_4xx_at_the_mx_then_recovers(world: World) -> None:
+    """While the datastore cannot answer, the MX defers (4xx): senders retry, nothing bounces."""
+    with world.store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE users RENAME TO users_away"))
+        conn.execute(text("ALTER TABLE domains RENAME TO domains_away"))
+    try:
+        with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+            deliver(world.ports.smtp, "a@remote.test", ["alice@example.com"], "during outage")
+        code, reply = caught.value.recipients["alice@example.com"]
+        assert 400 <= code < 500, reply
+    finally:
+        with world.store.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE users_away RENAME TO users"))
+            conn.execute(text("ALTER TABLE domains_away RENAME TO domains"))
+
+    def delivered() -> bool:
+        # Postfix's address resolver keeps a failed answer for a few seconds (measured ~5 s)
+        try:
+            deliver(world.ports.smtp, "a@remote.test", ["alice@example.com"], "after outage")
+        except smtplib.SMTPRecipientsRefused:
+            return False
+        return True
+
+    wait_for(delivered, 60, "the MX to accept mail again")
+    wait_for_subject(world.server, world.ports.imap, "alice@example.com", "after outage")
+
+
+def test_lookup_service_survives_garbage_on_its_sockets(world: World) -> None:
+    run = world.server.root / "run/mailstack"
+    for path, junk in [
+        (run / "lookup/socketmap.sock", b"99999999999:" + b"x" * 5000),
+        (run / "lookup/socketmap.sock", b"\xff\xfe:garbage,,,"),
+        (run / "dict/dict.sock", b"\x00\x01 not a dict line\n" * 50),
+    ]:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(5)
+            sock.connect(str(path))
+            sock.sendall(junk)
+            sock.shutdown(socket.SHUT_WR)
+            while sock.recv(4096):
+                pass
+    assert deliver(world.ports.smtp, "a@remote.test", ["bob@example.com"], "still here") == {}
+    wait_for_subject(world.server, world.ports.imap, "bob@example.com", "still here")
+    assert "lookup exited" not in world.server.log
+
+
+def test_self_signed_certificate_is_made_with_a_warning(world: World) -> None:
+    assert world.server.certificate.is_file()
+    assert "made a self-signed one" in world.server.log
+
+
+# -- settings and lifecycle (own server) --------------------------------------------------
+
+
+def test_bad_server_settings_exit_78_naming_each_variable() -> None:
+    with private_root() as root:
+        env = server_env(
+            root,
+            Ports(),
+            MAILSTACK_LISTEN_IMAP="not-an-address",
+            MAILSTACK_TLS_CERT_FILE="/nonexistent/cert.pem",
+            MAILSTACK_MAIL_USER="no-such-user-here",
+        )
+        result = subprocess.run(
+            [*MAILSTACK, "run"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    assert result.returncode == 78, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    for variable in ("MAILSTACK_LISTEN_IMAP", "MAILSTACK_TLS_KEY_FILE", "MAILSTACK_MAIL_USER"):
+        assert variable in output
+
+
+def test_unknown_profile_exits_78() -> None:
+    result = subprocess.run(
+        [*MAILSTACK, "run", "--profile", "bogus"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 78
+    assert "MAILSTACK_PROFILE" in result.stdout + result.stderr
+
+
+def test_user_certificate_is_served_and_stop_is_clean(tmp_path: Path) -> None:
+    authority = trustme.CA()
+    issued = authority.issue_cert("127.0.0.1", "mx.example.com")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    tmp_path.chmod(0o755)
+    with private_root() as root:
+        env = server_env(
+            root, Ports(), MAILSTACK_TLS_CERT_FILE=str(cert), MAILSTACK_TLS_KEY_FILE=str(key)
+        )
+        server = MailServer(root, env)
+        try:
+            server.start(timeout=60)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            authority.configure_trust(context)  # trusts only the user's CA
+            ports = [
+                server.env["MAILSTACK_LISTEN_IMAPS"],
+                server.env["MAILSTACK_LISTEN_SUBMISSIONS"],
+            ]
+            imaps, submissions = (int(p.rsplit(":", 1)[1]) for p in ports)
+            client = imaplib.IMAP4_SSL("127.0.0.1", imaps, ssl_context=context, timeout=30)
+            client.logout()
+            with smtplib.SMTP_SSL("127.0.0.1", submissions, context=context, timeout=30) as smtp:
+                assert smtp.noop()[0] == 250
+            assert not (root / "etc/mailstack/tls/cert.pem").exists()
+            assert server.stop() == 0
+            wait_for(lambda: "stopped" in server.log, 10, "the stop message")
+        finally:
+            server.cleanup()
