@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Install what mailstack needs on Debian 12 (as root), then the project into .venv.
 #   scripts/install.sh          daemons + mailstack
-#   scripts/install.sh --test   also the test tools and the daemons the tests start
+#   scripts/install.sh --server also Dovecot (IMAP, LMTP, Sieve) and the mailbox owner 'vmail'
+#   scripts/install.sh --test   the server profile, the test tools and the daemons tests start
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNTIME_PACKAGES=(postfix postfix-lmdb postfix-pcre opendkim opendkim-tools libsasl2-modules
                   ca-certificates tzdata python3 python3-venv)
+SERVER_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve)
 TEST_PACKAGES=(swaks)
 WITH_TESTS=0
-[[ "${1:-}" == "--test" ]] && WITH_TESTS=1
+WITH_SERVER=0
+case "${1:-}" in
+    --test) WITH_TESTS=1; WITH_SERVER=1 ;;
+    --server) WITH_SERVER=1 ;;
+    "") ;;
+    *) echo "usage: scripts/install.sh [--server|--test]" >&2; exit 2 ;;
+esac
 
 packages=("${RUNTIME_PACKAGES[@]}")
+(( WITH_SERVER )) && packages+=("${SERVER_PACKAGES[@]}")
 (( WITH_TESTS )) && packages+=("${TEST_PACKAGES[@]}")
 [[ -f scripts/test-packages.txt ]] && (( WITH_TESTS )) && \
     mapfile -t -O "${#packages[@]}" packages < <(grep -v '^#' scripts/test-packages.txt | grep .)
@@ -26,6 +35,12 @@ if (( ${#missing[@]} )); then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if (( WITH_SERVER )) && ! id vmail >/dev/null 2>&1; then
+    # owner of every mailbox (MAILSTACK_MAIL_USER); no login, no home
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin vmail
 fi
 
 PYTHON=/usr/bin/python3

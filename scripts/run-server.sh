@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Try the server profile on one machine: install what is missing (Dovecot, the 'vmail' user),
+# then run MX, submission, IMAP and ManageSieve in the foreground on loopback high ports.
+# Add a domain and a user from another shell (see README.md, "Server profile").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh --server
+export MAILSTACK_PROFILE=server
+export MAILSTACK_ROOT="${MAILSTACK_ROOT:-/var/lib/mailstack/server}"
+export MAILSTACK_LISTEN_SMTP="${MAILSTACK_LISTEN_SMTP-127.0.0.1:2525}"
+export MAILSTACK_LISTEN_SUBMISSION="${MAILSTACK_LISTEN_SUBMISSION-127.0.0.1:2587}"
+export MAILSTACK_LISTEN_SUBMISSIONS="${MAILSTACK_LISTEN_SUBMISSIONS-127.0.0.1:2465}"
+export MAILSTACK_LISTEN_IMAP="${MAILSTACK_LISTEN_IMAP-127.0.0.1:2143}"
+export MAILSTACK_LISTEN_IMAPS="${MAILSTACK_LISTEN_IMAPS-127.0.0.1:2993}"
+export MAILSTACK_LISTEN_MANAGESIEVE="${MAILSTACK_LISTEN_MANAGESIEVE-127.0.0.1:4190}"
+mkdir -p "$MAILSTACK_ROOT" && chmod 755 "$MAILSTACK_ROOT"
+exec .venv/bin/mailstack run
