@@ -51,16 +51,19 @@ def _fallback_logging() -> None:
 
 
 @app.command()
-def check() -> None:
+def check(profile: Profile = "relay") -> None:
     """Validate the settings only; list every problem; exit 78 if there is any."""
+    from mailstack.settings.server import load_server_settings
+
+    name = _check_profile(profile)
     try:
-        settings = _load([])
+        settings = load_server_settings(os.environ) if name == "server" else _load([])
     except ConfigError as exc:
         for problem in exc.problems:
             typer.echo(f"error: {problem}", err=True)
         typer.echo(f"{len(exc.problems)} problem(s) in the configuration", err=True)
         raise typer.Exit(ExitCode.CONFIG) from None
-    typer.echo(f"configuration OK (relay, root {settings.root})")
+    typer.echo(f"configuration OK ({name}, root {settings.root})")
 
 
 @app.command()
@@ -193,12 +196,15 @@ def _run_server() -> None:
 
 
 @app.command()
-def health() -> None:
+def health(profile: Profile = "relay") -> None:
     """Exit 0 when Postfix answers EHLO on the submission listener and, with DKIM on, the
-    OpenDKIM milter accepts a connection."""
+    OpenDKIM milter accepts a connection (server: also the lookup service and Dovecot)."""
     from mailstack.runtime.prepare import signing_keys
     from mailstack.runtime.probes import smtp_ready, unix_socket_accepts
 
+    if _check_profile(profile) == "server":
+        _server_health()
+        return
     try:
         settings = _load([])
     except ConfigError as exc:
@@ -210,6 +216,23 @@ def health() -> None:
         raise typer.Exit(ExitCode.FAILURE)
     if signing_keys(settings, paths) and not unix_socket_accepts(paths.opendkim_socket):
         typer.echo(f"unhealthy: DKIM milter not answering on {paths.opendkim_socket}", err=True)
+        raise typer.Exit(ExitCode.FAILURE)
+    typer.echo("healthy")
+
+
+def _server_health() -> None:
+    from mailstack.runtime.server import server_problems
+    from mailstack.settings.server import load_server_settings
+
+    try:
+        settings = load_server_settings(os.environ)
+    except ConfigError as exc:
+        typer.echo(f"unhealthy: bad configuration: {exc}", err=True)
+        raise typer.Exit(ExitCode.CONFIG) from None
+    problems = asyncio.run(server_problems(settings, Paths(settings.root)))
+    for problem in problems:
+        typer.echo(f"unhealthy: {problem}", err=True)
+    if problems:
         raise typer.Exit(ExitCode.FAILURE)
     typer.echo("healthy")
 

@@ -31,7 +31,15 @@ from mailserver import (
     wait_for_subject,
 )
 from sqlalchemy import text
-from tests.helpers import MAILSTACK, Sink, private_root, smtp_sink, verify_dkim, wait_for
+from tests.helpers import (
+    MAILSTACK,
+    Sink,
+    free_port,
+    private_root,
+    smtp_sink,
+    verify_dkim,
+    wait_for,
+)
 
 from mailstack.store import MailStore
 
@@ -365,6 +373,24 @@ def test_lookup_service_survives_garbage_on_its_sockets(world: World) -> None:
     assert "lookup exited" not in world.server.log
 
 
+def test_health_reports_healthy_while_running_and_names_what_is_down(world: World) -> None:
+    env = dict(world.server.env)
+    healthy = subprocess.run(
+        [*MAILSTACK, "health"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert healthy.returncode == 0, healthy.stderr
+    assert healthy.stdout.strip() == "healthy"
+    with private_root() as empty_root:
+        env["MAILSTACK_ROOT"] = str(empty_root)
+        env["MAILSTACK_LISTEN_SUBMISSION"] = f"127.0.0.1:{free_port()}"
+        down = subprocess.run(
+            [*MAILSTACK, "health"], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    assert down.returncode == 1
+    assert "no SMTP service" in down.stderr
+    assert "lookup service not answering" in down.stderr
+
+
 def test_self_signed_certificate_is_made_with_a_warning(world: World) -> None:
     assert world.server.certificate.is_file()
     assert "made a self-signed one" in world.server.log
@@ -387,6 +413,11 @@ def test_bad_server_settings_exit_78_naming_each_variable() -> None:
         )
     assert result.returncode == 78, result.stdout + result.stderr
     output = result.stdout + result.stderr
+    checked = subprocess.run(
+        [*MAILSTACK, "check"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert checked.returncode == 78
+    assert "error: MAILSTACK_LISTEN_IMAP" in checked.stderr
     for variable in ("MAILSTACK_LISTEN_IMAP", "MAILSTACK_TLS_KEY_FILE", "MAILSTACK_MAIL_USER"):
         assert variable in output
 

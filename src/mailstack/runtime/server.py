@@ -273,3 +273,25 @@ def mail_folder(paths: Paths, address: str) -> Path:
     """Where a user's Maildir lives (mail_home in dovecot.conf)."""
     local, _, domain = address.partition("@")
     return paths.mailboxes / domain / local / "Maildir"
+
+
+async def server_problems(settings: ServerSettings, paths: Paths) -> list[str]:
+    """What `mailstack health --profile server` finds wrong; empty when all answers."""
+    from mailstack.runtime.probes import smtp_ready, tcp_ready
+
+    problems = []
+    smtp = settings.listen_submission or settings.listen_smtp
+    if smtp is not None and not await smtp_ready(smtp, helo="health.mailstack"):
+        problems.append(f"no SMTP service on {smtp}")
+    sockets = {
+        "lookup service": paths.lookup_socket,
+        "Dovecot auth": paths.dovecot_run / "auth-postfix",
+        "Dovecot LMTP": paths.dovecot_run / "lmtp-postfix",
+    }
+    for what, path in sockets.items():
+        if not await unix_ready(path):
+            problems.append(f"{what} not answering on {path}")
+    imap = settings.listen_imap or settings.listen_imaps
+    if imap is not None and not await tcp_ready(imap):
+        problems.append(f"no IMAP service on {imap}")
+    return problems
