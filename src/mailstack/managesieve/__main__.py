@@ -29,13 +29,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     from mailstack.managesieve.server import ManageSieveServer
-    from mailstack.store import MailStore
+    from mailstack.store import MailStore, create_engine_for
 
     address = parse_listen(args.listen)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(args.cert, args.key)
-    store = MailStore.open()
+    # the supervisor migrated the schema before starting us: no Alembic in this process
+    store = MailStore(create_engine_for(None))
     server = ManageSieveServer(store, ssl_context=context)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -52,7 +53,6 @@ async def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = parse_args(argv)
     try:
         asyncio.run(serve(args))

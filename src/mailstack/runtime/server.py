@@ -14,6 +14,7 @@ from __future__ import annotations
 import grp
 import logging
 import pwd
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from mailstack.dkim.keys import (
     key_path,
     render_txt,
 )
+from mailstack.errors import ConfigError, Problem
 from mailstack.paths import Paths
 from mailstack.render.dovecot import render_dovecot
 from mailstack.render.opendkim import render_opendkim
@@ -77,16 +79,23 @@ def _mail_gid(settings: ServerSettings) -> int:
     return pwd.getpwnam(settings.mail_user).pw_gid
 
 
-def _hosted_domains(database: str) -> list[str]:
-    """Migrate the datastore to the current schema and list its domains."""
-    from mailstack.store import MailStore
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per plugin otherwise
-    store = MailStore.open(database)
-    try:
-        return [domain.name for domain in store.list_domains()]
-    finally:
-        store.close()
+def _hosted_domains(settings: ServerSettings, paths: Paths, database: str) -> list[str]:
+    """Migrate the datastore to the current schema and list its domains, in a child process
+    (SQLAlchemy and Alembic stay out of the long-running supervisor)."""
+    env = base_environment(settings, paths)
+    env[DATABASE_ENV] = database
+    result = subprocess.run(
+        [sys.executable, "-m", "mailstack.store", "domains"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        reason = result.stderr.strip() or f"exit code {result.returncode}"
+        raise ConfigError([Problem(DATABASE_ENV, f"cannot open the datastore: {reason}")])
+    return result.stdout.split()
 
 
 def _generate_key(domain: str, selector: str, paths: Paths) -> None:
@@ -123,7 +132,7 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
     relay_prepare._check_timezone(settings.tz)
     _setup_server_dirs(settings, paths)
     database = database_location(settings)
-    domains = _hosted_domains(database)
+    domains = _hosted_domains(settings, paths, database)
     if not domains:
         log.warning("no domains in the datastore yet: add one with `mailstack domain add`")
     if settings.tls_cert_file is None:
