@@ -257,10 +257,13 @@ class MetricsServer:
 
 
 def relay_metrics(
-    address: HostPort, queue_directory: Path, daemons: Callable[[], Sequence[Daemon]]
+    address: HostPort,
+    queue_directory: Path,
+    daemons: Callable[[], Sequence[Daemon]],
+    profile: str = "relay",
 ) -> tuple[MailCounter, MetricsServer]:
     """The counter to hook into the log pipeline and the (not yet started) endpoint."""
     counter = MailCounter()
     registry = CollectorRegistry()
-    registry.register(RelayCollector(counter, queue_directory, daemons))
+    registry.register(RelayCollector(counter, queue_directory, daemons, profile=profile))
     return counter, MetricsServer(address, registry)

@@ -29,6 +29,7 @@ class Ports:
     imap: int = field(default_factory=free_port)
     imaps: int = field(default_factory=free_port)
     managesieve: int = field(default_factory=free_port)
+    metrics: int = field(default_factory=free_port)
 
 
 def server_env(root: Path, ports: Ports, **extra: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import smtplib
 import socket
 import ssl
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from mailserver import (
     server_env,
     wait_for_subject,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from tests.helpers import (
     MAILSTACK,
@@ -75,7 +77,12 @@ def world() -> Iterator[World]:
             store.add_alias("info@example.com", ["alice@example.com", "bob@example.com"])
             store.add_alias("@example.net", "erin@example.com")
             ports = Ports()
-            env = server_env(root, ports, RELAYHOST=f"[127.0.0.1]:{sink.port}")
+            env = server_env(
+                root,
+                ports,
+                RELAYHOST=f"[127.0.0.1]:{sink.port}",
+                MAILSTACK_METRICS_LISTEN=f"127.0.0.1:{ports.metrics}",
+            )
             with running_server(root, env) as server:
                 yield World(server, ports, store, sink)
         finally:
@@ -389,6 +396,34 @@ def test_health_reports_healthy_while_running_and_names_what_is_down(world: Worl
     assert down.returncode == 1
     assert "no SMTP service" in down.stderr
     assert "lookup service not answering" in down.stderr
+
+
+def scrape(world: World) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    url = f"http://127.0.0.1:{world.ports.metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_count_deliveries_and_watch_every_daemon(world: World) -> None:
+    before = scrape(world).get(("mailstack_messages_sent_total", ()), 0.0)
+    assert deliver(world.ports.smtp, "a@remote.test", ["carol@example.com"], "counted") == {}
+    wait_for_subject(world.server, world.ports.imap, "carol@example.com", "counted")
+    wait_for(
+        lambda: scrape(world).get(("mailstack_messages_sent_total", ()), 0.0) >= before + 1,
+        30,
+        "the LMTP delivery to be counted",
+    )
+    samples = scrape(world)
+    assert samples[("mailstack_messages_received_total", ())] >= 1
+    for daemon in ("lookup", "opendkim", "dovecot", "managesieve", "postfix"):
+        assert samples[("mailstack_daemon_up", (("daemon", daemon),))] == 1.0
+    info = [labels for name, labels in samples if name == "mailstack_info"]
+    assert ("profile", "server") in info[0]
 
 
 def test_self_signed_certificate_is_made_with_a_warning(world: World) -> None:

@@ -239,6 +239,8 @@ def managesieve_daemon(
 class ServerSupervisor(Supervisor):
     """The relay's supervisor with the server's processes and start order."""
 
+    profile = "server"
+
     def __init__(self, settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> None:
         super().__init__(settings, paths, prepared)  # type: ignore[arg-type]
         self.server_settings = settings
@@ -246,23 +248,17 @@ class ServerSupervisor(Supervisor):
 
     async def _start_all(self) -> None:
         settings, paths, prepared = self.server_settings, self.paths, self.server_prepared
-        lookup = lookup_daemon(settings, paths, prepared)
-        self.daemons.append(lookup)
-        await self._start(lookup)
+        self._start_metrics()
+        await self._add(lookup_daemon(settings, paths, prepared))
         if prepared.dkim_enabled:
             path, isolate = syslog_path(paths)
-            self.syslog = SyslogReceiver(path)
+            self.syslog = SyslogReceiver(path, observe=self._observe)
             await self.syslog.start()
-            opendkim = opendkim_daemon(settings, paths, isolate)  # type: ignore[arg-type]
-            self.daemons.append(opendkim)
-            await self._start(opendkim)
-        dovecot = dovecot_daemon(settings, paths, prepared)
-        self.daemons.append(dovecot)
-        await self._start(dovecot)
+            await self._add(opendkim_daemon(settings, paths, isolate))  # type: ignore[arg-type]
+        await self._add(dovecot_daemon(settings, paths, prepared))
         managesieve = managesieve_daemon(settings, paths, prepared)
         if managesieve is not None:
-            self.daemons.append(managesieve)
-            await self._start(managesieve)
+            await self._add(managesieve)
         env = base_environment(settings, paths)
         postfix = Postfix(
             settings,  # type: ignore[arg-type]
@@ -273,9 +269,14 @@ class ServerSupervisor(Supervisor):
                 settings, paths, prepared.dkim_enabled, accepting
             ),
         )
-        self.daemons.append(postfix)
-        await self._start(postfix)
+        await self._add(postfix)
         await postfix.flush_deferred()
+
+    async def _add(self, daemon: Daemon) -> None:
+        """Start `daemon` (counted in the metrics when they are on) and wait until it is ready."""
+        daemon.observe = self._observe
+        self.daemons.append(daemon)
+        await self._start(daemon)
 
 
 def mail_folder(paths: Paths, address: str) -> Path:

@@ -64,6 +64,8 @@ def opendkim_daemon(settings: RelaySettings, paths: Paths, isolate: bool) -> Dae
 class Supervisor:
     """Owns the daemons of one `mailstack run`."""
 
+    profile = "relay"
+
     def __init__(self, settings: RelaySettings, paths: Paths, prepared: Prepared) -> None:
         self.settings = settings
         self.paths = paths
@@ -105,7 +107,7 @@ class Supervisor:
         from mailstack.metrics import relay_metrics
 
         counter, self.metrics = relay_metrics(
-            address, self.paths.postfix_queue, lambda: tuple(self.daemons)
+            address, self.paths.postfix_queue, lambda: tuple(self.daemons), self.profile
         )
         self._observe = counter.observe
         self.metrics.start()

@@ -75,6 +75,8 @@ class ServerSettings(BaseModel):
         LISTENERS["managesieve"][1], alias="MAILSTACK_LISTEN_MANAGESIEVE"
     )
 
+    metrics_listen: HostPort | None = Field(None, alias="MAILSTACK_METRICS_LISTEN")
+
     tls_cert_file: Path | None = Field(None, alias="MAILSTACK_TLS_CERT_FILE")
     tls_key_file: Path | None = Field(None, alias="MAILSTACK_TLS_KEY_FILE")
 
@@ -113,7 +115,7 @@ class ServerSettings(BaseModel):
 
 
 def _listeners(env: Mapping[str, str], raw: dict[str, Any], problems: list[Problem]) -> None:
-    for variable, _ in LISTENERS.values():
+    for variable in [*(v for v, _ in LISTENERS.values()), "MAILSTACK_METRICS_LISTEN"]:
         if variable not in env:
             continue
         text = env[variable].strip()
