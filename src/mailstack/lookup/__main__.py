@@ -57,9 +57,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
     args = parse_args(argv)
     try:
         asyncio.run(serve(args))
