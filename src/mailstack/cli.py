@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from mailstack import __version__
+from mailstack.admin import register as register_admin
 from mailstack.errors import ConfigError, DaemonError, ExitCode, MailstackError
 from mailstack.log import configure_logging, register_secret
 from mailstack.paths import Paths
@@ -237,6 +238,7 @@ def _server_health() -> None:
     typer.echo("healthy")
 
 
+register_admin(app)
 
 
 def main() -> None:

@@ -1,0 +1,27 @@
+"""The admin command groups of the server profile, mounted on the main `mailstack` app.
+
+Exit codes (see README "Exit codes" and docs/admin.md):
+0 done; 1 the store refuses (unknown domain or user, duplicate, still in use) or no DKIM
+key; 2 bad input (invalid address, quota, password, script, option); 69 sievec missing;
+75 the database cannot be reached or opened (retry later).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mailstack.admin import aliases, dkim, domains, sieve, users
+
+GROUPS: tuple[tuple[str, typer.Typer], ...] = (
+    ("domain", domains.app),
+    ("user", users.app),
+    ("alias", aliases.app),
+    ("sieve", sieve.app),
+    ("dkim", dkim.app),
+)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `domain`, `user`, `alias`, `sieve` and `dkim` to the main app."""
+    for name, group in GROUPS:
+        app.add_typer(group, name=name)

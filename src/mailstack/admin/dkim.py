@@ -1,0 +1,126 @@
+"""`mailstack dkim show`: the DNS record that lets receivers verify a domain's signatures.
+
+Keys are files, not rows: `<MAILSTACK_ROOT>/etc/opendkim/keys/<domain>.private` beside its
+`<domain>.txt`, the relay's (and boky/postfix's) layout. This command therefore needs no
+database. The record is derived from the private key, the file OpenDKIM actually signs with,
+so a stale `.txt` cannot mislead.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailstack.admin.common import AdminError, group, reporting
+from mailstack.errors import ExitCode
+from mailstack.paths import Paths
+from mailstack.settings.values import parse_domain, parse_selectors
+
+app = group("DKIM signing keys and their DNS records.")
+
+DEFAULT_SELECTOR = "mail"
+KEY_OWNER = "opendkim"
+
+
+def _domain(raw: str) -> str:
+    try:
+        return parse_domain(raw)
+    except ValueError as exc:
+        raise AdminError(str(exc), ExitCode.USAGE) from None
+
+
+def _selector(given: str | None, domain: str) -> str:
+    """--selector, else what DKIM_SELECTOR gives this domain (as the relay signs), else mail."""
+    raw = given if given is not None else os.environ.get("DKIM_SELECTOR", DEFAULT_SELECTOR)
+    where = "--selector" if given is not None else "DKIM_SELECTOR"
+    try:
+        selectors = parse_selectors(raw)
+    except ValueError as exc:
+        raise AdminError(f"{where}: {exc}", ExitCode.USAGE) from None
+    if given is not None and (selectors.per_domain or "," in given):
+        raise AdminError(f"--selector: {given!r} must be a single selector", ExitCode.USAGE)
+    return selectors.for_domain(domain)
+
+
+def _key_owner() -> str | None:
+    """OpenDKIM must read the key after dropping privileges; a host without it keeps ours."""
+    try:
+        pwd.getpwnam(KEY_OWNER)
+    except KeyError:
+        return None
+    return KEY_OWNER if os.geteuid() == 0 else None
+
+
+def _generate(keys_dir: Path, domain: str, selector: str) -> bytes:
+    """A new key and its opendkim-genkey-shaped `.txt`, as DKIM_AUTOGENERATE writes them."""
+    from mailstack.dkim.keys import generate_private_key, key_path, render_txt
+    from mailstack.runtime.files import write_atomic
+
+    pem = generate_private_key()
+    try:
+        write_atomic(key_path(keys_dir, domain), pem.decode("ascii"), 0o600, _key_owner())
+        write_atomic(keys_dir / f"{domain}.txt", render_txt(selector, domain, pem), 0o644)
+    except OSError as exc:
+        raise AdminError(f"cannot write a key into {keys_dir}: {exc.strerror}") from None
+    typer.echo(f"generated a new DKIM key for {domain}: {key_path(keys_dir, domain)}", err=True)
+    return pem
+
+
+def _record_value(keys_dir: Path, domain: str, selector: str, generate: bool) -> str:
+    from mailstack.dkim.keys import dns_record_value, key_path
+
+    private = key_path(keys_dir, domain)
+    if not private.exists():
+        if not generate:
+            raise AdminError(
+                f"no DKIM key for {domain}: {private} does not exist (add --generate to create one)"
+            )
+        return dns_record_value(_generate(keys_dir, domain, selector))
+    try:
+        return dns_record_value(private.read_bytes())
+    except OSError as exc:
+        raise AdminError(f"cannot read the DKIM key {private}: {exc.strerror}") from None
+    except (ValueError, TypeError) as exc:
+        raise AdminError(f"{private} is not an unencrypted PEM private key ({exc})") from None
+
+
+@app.command("show")
+def show(
+    domain: Annotated[str, typer.Argument(metavar="DOMAIN", help="The signing domain.")],
+    selector: Annotated[
+        str | None,
+        typer.Option(
+            "--selector",
+            metavar="SELECTOR",
+            show_default=False,
+            help="Default: what DKIM_SELECTOR gives DOMAIN, else 'mail'.",
+        ),
+    ] = None,
+    generate: Annotated[
+        bool,
+        typer.Option(
+            "--generate", help="Create a 2048-bit key if DOMAIN has none (never replaces)."
+        ),
+    ] = False,
+    root: Annotated[
+        Path,
+        typer.Option(
+            "--root",
+            envvar="MAILSTACK_ROOT",
+            metavar="DIR",
+            help="MAILSTACK_ROOT: keys are under DIR/etc/opendkim/keys.",
+        ),
+    ] = Path("/"),
+) -> None:
+    """Print the TXT record to publish for DOMAIN's DKIM key: its name and its value."""
+    with reporting():
+        name = _domain(domain)
+        chosen = _selector(selector, name)
+        value = _record_value(Paths(root).dkim_keys, name, chosen, generate)
+    typer.echo(f"name:  {chosen}._domainkey.{name}")
+    typer.echo("type:  TXT")
+    typer.echo(f"value: {value}")
