@@ -487,3 +487,402 @@ def test_kitchensink_uses_every_option() -> None:
         "StatefulSet",
     }
     assert "replicas" not in one(manifests, "StatefulSet")["spec"]  # the HPA owns it
+
+
+# -- The server profile (profile: server) ---------------------------------------------------
+
+SERVER_KITCHENSINK = Path(__file__).with_name("values-server.yaml")
+# The server's listeners: port names (container, Service, NetworkPolicy) and container ports.
+SERVER_PORTS = {
+    "smtp": 25,
+    "submission": 587,
+    "submissions": 465,
+    "imap": 143,
+    "imaps": 993,
+    "managesieve": 4190,
+}
+SERVER_WRITABLE_PATHS = WRITABLE_PATHS | {"/etc/mailstack", "/var/lib/mailstack"}
+CERT_DIR = "/etc/mailstack/certs"
+READ_ONLY_ROOT = {"container": {"postfixsecurityContext": {"readOnlyRootFilesystem": True}}}
+
+
+def server_kitchensink() -> dict[str, Any]:
+    return yaml.safe_load(SERVER_KITCHENSINK.read_text())
+
+
+def server(**values: Any) -> dict[str, Any]:
+    """Values with profile: server."""
+    return {"profile": "server", **values}
+
+
+SERVER_VALUE_SETS: dict[str, dict[str, Any]] = {
+    "server-default": server(),
+    "server-kitchensink": server_kitchensink(),
+    "server-read-only-policy-metrics": server(
+        **READ_ONLY_ROOT,
+        metrics={"enabled": True},
+        networkPolicy={"enabled": True},
+        service={"type": "NodePort"},
+        server={"service": {"nodePorts": {"smtp": 30025, "submission": 30587}}},
+    ),
+    "server-no-persistence": server(
+        persistence={"enabled": False},
+        server={"persistence": {"enabled": False}},
+    ),
+    "server-existing-claim-secrets": server(
+        server={
+            "persistence": {"existingClaim": "{{ .Release.Name }}-mail", "dkimKeys": False},
+            "tls": {"secretName": "mx-tls"},
+            "database": {"existingSecret": "{{ .Release.Name }}-db"},
+        },
+    ),
+}
+
+
+def env_vars(manifests: list[Manifest]) -> dict[str, dict[str, Any]]:
+    """The mailstack container's `env` entries by name."""
+    return {e["name"]: e for e in container(manifests).get("env", [])}
+
+
+def pod_volumes(manifests: list[Manifest]) -> dict[str, dict[str, Any]]:
+    return {
+        v["name"]: v for v in one(manifests, "StatefulSet")["spec"]["template"]["spec"]["volumes"]
+    }
+
+
+def claim_templates(manifests: list[Manifest]) -> dict[str, dict[str, Any]]:
+    templates = one(manifests, "StatefulSet")["spec"].get("volumeClaimTemplates", [])
+    return {t["metadata"]["name"]: t for t in templates}
+
+
+def service_ports(service: Manifest) -> dict[str, tuple[int, str]]:
+    return {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+
+
+@pytest.mark.parametrize("values", SERVER_VALUE_SETS.values(), ids=SERVER_VALUE_SETS.keys())
+def test_server_lint_schema_and_mounts(values: dict[str, Any]) -> None:
+    """The server value sets lint clean and satisfy the schema (the relay's checks), and every
+    mount names a volume of the pod or a claim template, each path once (the API server
+    refuses duplicates; kubernetes-validate does not look)."""
+    test_lint_finds_no_errors(values)
+    test_values_satisfy_the_schema(values)
+    manifests = render(values)
+    paths = [m["mountPath"] for m in container(manifests)["volumeMounts"]]
+    assert len(paths) == len(set(paths)), paths
+    known = set(pod_volumes(manifests)) | set(claim_templates(manifests))
+    assert {m["name"] for m in container(manifests)["volumeMounts"]} <= known
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+@pytest.mark.parametrize("values", SERVER_VALUE_SETS.values(), ids=SERVER_VALUE_SETS.keys())
+def test_server_manifests_are_valid_kubernetes_objects(
+    values: dict[str, Any], kube_version: str, tmp_path: Path
+) -> None:
+    """`kubernetes-validate --strict`, exactly as for the relay's value sets."""
+    test_manifests_are_valid_kubernetes_objects(values, kube_version, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("values", "names"),
+    [
+        ({"profile": "mail"}, "/profile"),
+        ({"profile": "Server"}, "/profile"),
+        ({"server": {"service": {"ports": {"imap": 70000}}}}, "/server/service/ports/imap"),
+        ({"server": {"service": {"ports": {"pop3": 110}}}}, "pop3"),
+        ({"server": {"service": {"nodePorts": {"smtp": "30025"}}}}, "/server/service/nodePorts"),
+        ({"server": {"persistence": {"size": "plenty"}}}, "/server/persistence/size"),
+        ({"server": {"database": {"key": ""}}}, "/server/database/key"),
+        ({"server": {"database": {"url": "postgresql://u:p@db/mail"}}}, "url"),
+        ({"server": {"tls": {"secretName": 7}}}, "/server/tls/secretName"),
+    ],
+)
+def test_schema_rejects_bad_server_values(values: dict[str, Any], names: str) -> None:
+    """A profile other than relay/server, and wrong server values, are refused by name; there
+    is no value for a plain-text database URL."""
+    test_schema_rejects_bad_values(values, names)
+
+
+def test_server_profile_sets_the_environment_and_the_ports() -> None:
+    """MAILSTACK_PROFILE=server in the container's own env (it wins over config.general and
+    the Secrets), every listener a named container port, all of them on the Service and the
+    headless Service."""
+    manifests = render(server(config={"general": {"MAILSTACK_PROFILE": "relay"}}))
+    assert env_vars(manifests)["MAILSTACK_PROFILE"] == {
+        "name": "MAILSTACK_PROFILE",
+        "value": "server",
+    }
+    ports = container(manifests)["ports"]
+    assert {p["name"]: p["containerPort"] for p in ports} == SERVER_PORTS
+    assert all(len(p["name"]) <= 15 and p["protocol"] == "TCP" for p in ports)
+    expected = {name: (port, name) for name, port in SERVER_PORTS.items()}
+    assert service_ports(one(manifests, "Service", FULLNAME)) == expected
+    assert service_ports(one(manifests, "Service", f"{FULLNAME}-headless")) == expected
+    assert "nodePort" not in str(one(manifests, "Service", FULLNAME)["spec"]["ports"])
+
+
+def test_server_service_ports_can_move_or_be_left_out() -> None:
+    """server.service.ports maps a Service port onto each container port; null leaves a port
+    out of the Service and the NetworkPolicy (the container still listens); nodePorts are
+    set only for NodePort/LoadBalancer Services."""
+    values = server(
+        service={"type": "NodePort", "port": 2587, "nodePort": 31587},
+        networkPolicy={"enabled": True},
+        server={
+            "service": {
+                "ports": {"imap": None, "managesieve": None, "submission": 2587},
+                "nodePorts": {"smtp": 30025},
+            }
+        },
+    )
+    manifests = render(values)
+    ports = one(manifests, "Service", FULLNAME)["spec"]["ports"]
+    assert [(p["name"], p["port"], p.get("nodePort")) for p in ports] == [
+        ("smtp", 25, 30025),
+        ("submission", 2587, None),
+        ("submissions", 465, None),
+        ("imaps", 993, None),
+    ]
+    assert {p["name"] for p in container(manifests)["ports"]} == set(SERVER_PORTS)
+    (rule,) = one(manifests, "NetworkPolicy")["spec"]["ingress"]
+    assert [p["port"] for p in rule["ports"]] == ["smtp", "submission", "submissions", "imaps"]
+    cluster_ip = render({**values, "service": {"type": "ClusterIP"}})
+    assert "nodePort" not in str(one(cluster_ip, "Service", FULLNAME)["spec"]["ports"])
+
+
+def test_server_state_is_a_persistent_volume_claim() -> None:
+    """/var/lib/mailstack (datastore + mailboxes) is a claim template beside the queue; the
+    DKIM keys and the self-signed certificate live on it too."""
+    manifests = render(server())
+    templates = claim_templates(manifests)
+    assert set(templates) == {"queue", "state"}
+    state = templates["state"]["spec"]
+    assert state["resources"]["requests"]["storage"] == "10Gi"
+    assert state["accessModes"] == ["ReadWriteOnce"]
+    assert "storageClassName" not in state
+    volumes = mounts(manifests)
+    assert volumes["/var/lib/mailstack"] == {
+        "name": "state",
+        "mountPath": "/var/lib/mailstack",
+        "subPath": "state",
+    }
+    assert (volumes["/etc/opendkim/keys"]["name"], volumes["/etc/opendkim/keys"]["subPath"]) == (
+        "state",
+        "dkim-keys",
+    )
+    assert (volumes["/etc/mailstack/tls"]["name"], volumes["/etc/mailstack/tls"]["subPath"]) == (
+        "state",
+        "tls",
+    )
+    assert volumes["/var/spool/postfix"]["name"] == "queue"
+    assert "state" not in pod_volumes(manifests)
+
+    sized = render(server(server={"persistence": {"size": "50Gi", "storageClass": "fast"}}))
+    spec = claim_templates(sized)["state"]["spec"]
+    assert (spec["resources"]["requests"]["storage"], spec["storageClassName"]) == ("50Gi", "fast")
+
+
+def test_server_state_without_persistence_or_on_an_existing_claim() -> None:
+    ephemeral = render(server(server={"persistence": {"enabled": False}}))
+    assert set(claim_templates(ephemeral)) == {"queue"}
+    assert pod_volumes(ephemeral)["state"] == {"name": "state", "emptyDir": {}}
+    claimed = render(server(server={"persistence": {"existingClaim": "{{ .Release.Name }}-mail"}}))
+    assert set(claim_templates(claimed)) == {"queue"}
+    assert pod_volumes(claimed)["state"]["persistentVolumeClaim"] == {"claimName": "mail-mail"}
+    assert mounts(claimed)["/var/lib/mailstack"]["name"] == "state"
+
+
+def test_server_dkim_keys_follow_the_chosen_volume() -> None:
+    """server.persistence.dkimKeys off: the relay's persistence.dkimKeys decides (queue)."""
+    values = server(server={"persistence": {"dkimKeys": False}})
+    assert "/etc/opendkim/keys" not in mounts(render(values))
+    keys = mounts(render({**values, "persistence": {"dkimKeys": True}}))["/etc/opendkim/keys"]
+    assert (keys["name"], keys["subPath"]) == ("queue", "dkim-keys")
+
+
+def test_server_tls_secret_is_mounted_and_named_in_the_environment() -> None:
+    manifests = render(server(server={"tls": {"secretName": "{{ .Release.Name }}-tls"}}))
+    certs = mounts(manifests)[CERT_DIR]
+    assert certs["readOnly"] is True
+    secret = pod_volumes(manifests)[certs["name"]]["secret"]
+    assert secret["secretName"] == "mail-tls"
+    env = env_vars(manifests)
+    # the keys of a kubernetes.io/tls Secret
+    assert env["MAILSTACK_TLS_CERT_FILE"]["value"] == f"{CERT_DIR}/tls.crt"
+    assert env["MAILSTACK_TLS_KEY_FILE"]["value"] == f"{CERT_DIR}/tls.key"
+    assert "/etc/mailstack/tls" not in mounts(manifests)  # no self-signed certificate to keep
+    # the relay's STARTTLS settings are not the server's business
+    assert not any(k.startswith("POSTFIX_smtpd_tls") for k in one(manifests, "ConfigMap")["data"])
+
+
+def test_server_without_tls_secret_sets_no_certificate_files() -> None:
+    manifests = render(server())
+    assert not {"MAILSTACK_TLS_CERT_FILE", "MAILSTACK_TLS_KEY_FILE"} & set(env_vars(manifests))
+    assert CERT_DIR not in mounts(manifests)
+    assert "certs" not in pod_volumes(manifests)
+
+
+def test_server_database_url_comes_from_a_secret_key_ref() -> None:
+    url = "postgresql://mail:pw@db/mail"
+    manifests = render(
+        server(server={"database": {"existingSecret": "{{ .Release.Name }}-db", "key": "url"}})
+    )
+    database = env_vars(manifests)["MAILSTACK_DATABASE_URL"]
+    assert database == {
+        "name": "MAILSTACK_DATABASE_URL",
+        "valueFrom": {"secretKeyRef": {"name": "mail-db", "key": "url"}},
+    }
+    assert "MAILSTACK_DATABASE_URL" not in one(manifests, "ConfigMap")["data"]
+    assert url not in yaml.safe_dump_all(manifests)
+    default_key = env_vars(render(server(server={"database": {"existingSecret": "db"}})))
+    assert default_key["MAILSTACK_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == (
+        "database-url"
+    )
+    # no Secret: SQLite on the state volume, the image's default
+    assert "MAILSTACK_DATABASE_URL" not in env_vars(render(server()))
+
+
+def test_server_writable_paths_are_volumes_for_a_read_only_root() -> None:
+    """With readOnlyRootFilesystem every path the server writes (the relay's, plus
+    /etc/mailstack for the generated Dovecot configuration and /var/lib/mailstack) is an
+    emptyDir or a claim, none a read-only mount."""
+    manifests = render(server(**READ_ONLY_ROOT, server={"tls": {"secretName": "mx-tls"}}))
+    assert container(manifests)["securityContext"] == {"readOnlyRootFilesystem": True}
+    found = mounts(manifests)
+    assert set(found) >= SERVER_WRITABLE_PATHS
+    volumes, templates = pod_volumes(manifests), claim_templates(manifests)
+    for path in SERVER_WRITABLE_PATHS:
+        mount = found[path]
+        assert not mount.get("readOnly"), path
+        assert mount["name"] in templates or "emptyDir" in volumes[mount["name"]], path
+    assert found["/etc/mailstack"]["name"] == "runtime"
+    pod = one(manifests, "StatefulSet")["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["postfix-files"]
+
+
+def test_server_network_policy_admits_the_mail_ports_from_anywhere() -> None:
+    """An internet-facing server: by default the mail ports are open to any peer (no `from`),
+    the relay's peer selectors do not narrow them, and metrics stay as they were."""
+    monitoring = [{"namespaceSelector": {"matchLabels": {"team": "monitoring"}}}]
+    manifests = render(
+        server(
+            metrics={"enabled": True},
+            networkPolicy={
+                "enabled": True,
+                "podSelector": {"matchLabels": {"sends-mail": "true"}},
+                "metricsFrom": monitoring,
+            },
+        )
+    )
+    policy = one(manifests, "NetworkPolicy", FULLNAME)["spec"]
+    assert policy["policyTypes"] == ["Ingress"]
+    mail, metrics = policy["ingress"]
+    assert mail["ports"] == [{"port": name, "protocol": "TCP"} for name in SERVER_PORTS]
+    assert "from" not in mail
+    assert metrics == {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": monitoring}
+
+    peers = [{"ipBlock": {"cidr": "198.51.100.0/24"}}]
+    narrowed = render(
+        server(networkPolicy={"enabled": True}, server={"networkPolicy": {"from": peers}})
+    )
+    (rule,) = one(narrowed, "NetworkPolicy")["spec"]["ingress"]
+    assert rule["from"] == peers
+
+
+def test_server_probes_health_and_metrics() -> None:
+    """The probes run `mailstack health`, which reads MAILSTACK_PROFILE from the container's
+    environment; metrics work as in the relay."""
+    manifests = render(server(metrics={"enabled": True, "port": 9100}))
+    probes = container(manifests)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert probes[probe]["exec"]["command"] == ["mailstack", "health"], probe
+    assert env_vars(manifests)["MAILSTACK_PROFILE"]["value"] == "server"
+    assert one(manifests, "ConfigMap")["data"]["MAILSTACK_METRICS_LISTEN"] == "0.0.0.0:9100"
+    assert {p["name"]: p["containerPort"] for p in container(manifests)["ports"]} == {
+        **SERVER_PORTS,
+        "metrics": 9100,
+    }
+    assert service_ports(one(manifests, "Service", f"{FULLNAME}-metrics")) == {
+        "metrics": (9100, "metrics")
+    }
+
+
+def test_server_prestop_closes_postscreen_too() -> None:
+    """The MX listener is postscreen, not smtpd: the preStop hook takes it out as well."""
+    script = prestop_script(render(server()))
+    assert '($8 == "smtpd" || $8 == "postscreen")' in script
+    assert "postqueue -c /etc/postfix -f" in script
+    check = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert "postscreen" not in prestop_script(render({}))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": 2}, "one replica"),
+        ({"autoscaling": {"enabled": True}}, "one replica"),
+        ({"certs": {"create": True}}, r"server\.tls\.secretName"),
+        ({"certs": {"existingSecret": "relay-tls"}}, r"server\.tls\.secretName"),
+        (
+            {"server": {"service": {"ports": dict.fromkeys(SERVER_PORTS)}}},
+            r"server\.service\.ports",
+        ),
+    ],
+)
+def test_server_refuses_what_it_cannot_run(values: dict[str, Any], message: str) -> None:
+    """Mailboxes live on one replica's volume; the TLS certificate is server.tls.secretName;
+    a Service needs a port."""
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(server(**values))
+
+
+def test_relay_output_is_unchanged_by_the_server_values() -> None:
+    """profile: relay is the default, and nothing of `server` reaches the relay's manifests;
+    none of the server's ports, volumes or environment appear."""
+    relay = render({})
+    assert render({"profile": "relay"}) == relay
+    assert render({"server": server_kitchensink()["server"]}) == relay
+    # the relay's kitchen sink sets server values; left out, nothing changes (certs.create
+    # would make a new random certificate per rendering, an existing one does not)
+    values = {**kitchensink(), "certs": {"existingSecret": "relay-tls"}}
+    assert values["server"]
+    without_server = {key: value for key, value in values.items() if key != "server"}
+    assert render(values) == render(without_server)
+    ports = container(relay)["ports"]
+    assert ports == [{"name": "smtp", "containerPort": 587, "protocol": "TCP"}]
+    assert "env" not in container(relay)
+    assert set(claim_templates(relay)) == {"queue"}
+    assert not {"/var/lib/mailstack", "/etc/mailstack", "/etc/mailstack/tls"} & set(mounts(relay))
+    assert service_ports(one(relay, "Service", FULLNAME)) == {"smtp": (587, "smtp")}
+    assert "postscreen" not in yaml.safe_dump_all(relay)
+
+
+def test_server_kitchensink_uses_every_option() -> None:
+    """values-server.yaml sets every top-level value and every server value."""
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    values = server_kitchensink()
+    assert set(values) == set(defaults)
+
+    def leaves(node: dict[str, Any], prefix: str = "") -> set[str]:
+        found = set()
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                found |= leaves(value, f"{dotted}.")
+            else:
+                found.add(dotted)
+        return found
+
+    given = leaves(values["server"])
+    for leaf in leaves(defaults["server"]):
+        assert any(g == leaf or g.startswith(f"{leaf}.") for g in given), f"server.{leaf}"
+    manifests = render(values)
+    # the relay's kitchen sink's kinds, but the HPA (one replica)
+    relay_kinds = {m["kind"] for m in render(kitchensink())}
+    assert {m["kind"] for m in manifests} == relay_kinds - {"HorizontalPodAutoscaler"}
+    statefulset = one(manifests, "StatefulSet", "mail-server")
+    assert statefulset["spec"]["replicas"] == 1
+    state = claim_templates(manifests)["state"]["spec"]
+    assert state["storageClassName"] == ""
+    assert state["accessModes"] == ["ReadWriteOncePod"]
+    assert "managesieve" not in service_ports(one(manifests, "Service", "mail-server"))

@@ -78,9 +78,11 @@ reload: what mailstack itself does on SIGTERM), flush, and wait for an empty que
 deadline. Deferred mail that cannot go out in time stays in the queue volume.
 */}}
 {{- define "mailstack.preStopScript" -}}
+{{- /* The server's MX listener is postscreen (smtpd behind it): close that too. */}}
+{{- $listener := ternary `($8 == "smtpd" || $8 == "postscreen")` `$8 == "smtpd"` (eq .Values.profile "server") -}}
 sleep {{ int .Values.preStopSleepSeconds }}
 end=$(( $(date +%s) + {{ include "mailstack.flushSeconds" . }} ))
-for service in $(postconf -c /etc/postfix -M | awk '$2 == "inet" && $8 == "smtpd" { print $1 "/inet" }'); do
+for service in $(postconf -c /etc/postfix -M | awk '$2 == "inet" && {{ $listener }} { print $1 "/inet" }'); do
   postconf -c /etc/postfix -M# "$service"
 done
 postfix -c /etc/postfix reload
@@ -104,5 +106,118 @@ echo "preStop: queue empty" >/proc/1/fd/1
 {{- int64 . | toString }}
 {{- else }}
 {{- . | toString }}
+{{- end }}
+{{- end }}
+
+{{/* Server profile ---------------------------------------------------------------------- */}}
+{{- define "mailstack.isServer" -}}
+{{- if eq .Values.profile "server" }}true{{ end }}
+{{- end }}
+
+{{/* The server's listeners, in the order they are listed everywhere: name and container port
+(MAILSTACK_LISTEN_* defaults; port names are at most 15 characters). */}}
+{{- define "mailstack.serverPorts" -}}
+- {name: smtp, port: 25}
+- {name: submission, port: 587}
+- {name: submissions, port: 465}
+- {name: imap, port: 143}
+- {name: imaps, port: 993}
+- {name: managesieve, port: 4190}
+{{- end }}
+
+{{/* The server's ports that server.service.ports exposes (a null value leaves one out). */}}
+{{- define "mailstack.serverServicePorts" -}}
+{{- $exposed := list }}
+{{- range (include "mailstack.serverPorts" . | fromYamlArray) }}
+{{- $port := index $.Values.server.service.ports .name }}
+{{- if $port }}
+{{- $exposed = append $exposed (dict "name" .name "port" (int $port)) }}
+{{- end }}
+{{- end }}
+{{- toYaml $exposed }}
+{{- end }}
+
+{{/* Service ports of the server; (list root withNodePorts). */}}
+{{- define "mailstack.serverServiceSpecPorts" -}}
+{{- $root := index . 0 }}
+{{- $nodePorts := and (index . 1) (has $root.Values.service.type (list "NodePort" "LoadBalancer")) }}
+{{- range (include "mailstack.serverServicePorts" $root | fromYamlArray) }}
+- name: {{ .name }}
+  port: {{ .port }}
+  targetPort: {{ .name }}
+  protocol: TCP
+  {{- with and $nodePorts (index ($root.Values.server.service.nodePorts | default dict) .name) }}
+  nodePort: {{ . }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Environment of the server container: the profile, the TLS files, the datastore URL. */}}
+{{- define "mailstack.serverEnv" -}}
+{{- if include "mailstack.isServer" . }}
+- name: MAILSTACK_PROFILE
+  value: server
+{{- if .Values.server.tls.secretName }}
+- name: MAILSTACK_TLS_CERT_FILE
+  value: {{ printf "%s/tls.crt" (include "mailstack.certDir" .) }}
+- name: MAILSTACK_TLS_KEY_FILE
+  value: {{ printf "%s/tls.key" (include "mailstack.certDir" .) }}
+{{- end }}
+{{- with .Values.server.database.existingSecret }}
+- name: MAILSTACK_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ tpl . $ }}
+      key: {{ $.Values.server.database.key }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Refuse value combinations the server profile cannot run with. */}}
+{{- define "mailstack.checkServer" -}}
+{{- if include "mailstack.isServer" . }}
+{{- if or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1) }}
+{{- fail "profile: server runs one replica (its mailboxes are on that replica's volume): set replicaCount: 1 and autoscaling.enabled: false" }}
+{{- end }}
+{{- if not (include "mailstack.serverServicePorts" . | fromYamlArray) }}
+{{- fail "server.service.ports: expose at least one port" }}
+{{- end }}
+{{- if or .Values.certs.existingSecret .Values.certs.create }}
+{{- fail "certs.* are the relay's: with profile: server name a kubernetes.io/tls Secret in server.tls.secretName" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Persistent volumes ------------------------------------------------------------------ */}}
+{{/* The pod volume of a persistence block (dict name persistence root): its existingClaim, or
+an emptyDir when it is off; nothing when a volumeClaimTemplate provides it. */}}
+{{- define "mailstack.claimVolume" -}}
+{{- $claim := .persistence.existingClaim | default "" }}
+{{- if $claim -}}
+- name: {{ .name }}
+  persistentVolumeClaim:
+    claimName: {{ tpl $claim .root }}
+{{- else if not .persistence.enabled -}}
+- name: {{ .name }}
+  emptyDir: {}
+{{- end }}
+{{- end }}
+
+{{/* The volumeClaimTemplate of a persistence block (dict name persistence root), when on. */}}
+{{- define "mailstack.claimTemplate" -}}
+{{- if and .persistence.enabled (not .persistence.existingClaim) -}}
+- metadata:
+    name: {{ .name }}
+    labels:
+      {{- include "mailstack.selectorLabels" .root | nindent 6 }}
+  spec:
+    accessModes:
+      {{- toYaml .persistence.accessModes | nindent 6 }}
+    {{- with .persistence.storageClass }}
+    storageClassName: {{ if eq . "-" }}""{{ else }}{{ . | quote }}{{ end }}
+    {{- end }}
+    resources:
+      requests:
+        storage: {{ .persistence.size | quote }}
 {{- end }}
 {{- end }}
