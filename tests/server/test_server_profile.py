@@ -331,6 +331,29 @@ def test_invalid_script_is_refused_with_the_compiler_message(world: World, tmp_p
     assert "bad" not in [s.name for s in world.store.list_scripts("alice@example.com")]
 
 
+def test_script_stored_with_the_cli_files_mail(world: World, tmp_path: Path) -> None:
+    """`mailstack sieve put` finds the running server's datastore through MAILSTACK_ROOT."""
+    user = "dave@example.com"
+    script = tmp_path / "work.sieve"
+    script.write_text(WORK_FILTER)
+    env = {"PATH": world.server.env["PATH"], "MAILSTACK_ROOT": str(world.server.root)}
+    put = subprocess.run(
+        [*MAILSTACK, "sieve", "put", user, "work", str(script), "--activate"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert put.returncode == 0, put.stderr
+    deliver(world.ports.smtp, "boss@remote.test", [user], "[work] via the cli")
+    wait_for_subject(world.server, world.ports.imap, user, "[work] via the cli", "Work")
+    bad = tmp_path / "bad.sieve"
+    bad.write_text('require "fileinto";\nfileinto2 "x";\n')
+    refused = subprocess.run(
+        [*MAILSTACK, "sieve", "put", user, "bad", str(bad)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "fileinto2" in refused.stderr
+
+
 # -- failures -----------------------------------------------------------------------------------
 
 

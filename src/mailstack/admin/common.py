@@ -8,6 +8,7 @@ The store (and with it SQLAlchemy) is imported only when a command runs, so that
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -27,7 +28,8 @@ Database = Annotated[
         metavar="URL_OR_PATH",
         show_default=False,
         help="Database URL (postgresql://…) or SQLite file path. "
-        "Default: MAILSTACK_DATABASE_URL, else /var/lib/mailstack/mailstack.db. "
+        "Default: MAILSTACK_DATABASE_URL, else MAILSTACK_ROOT/var/lib/mailstack/mailstack.db "
+        "(the server profile's datastore). "
         "The schema is created or migrated on first use.",
     ),
 ]
@@ -92,9 +94,10 @@ def _shown_url(url: str) -> str:
 
 
 def _open(database: str | None) -> MailStore:
+    from mailstack.settings.server import default_database
     from mailstack.store import InvalidInput, MailStore, StoreUnavailable, database_url
 
-    url = database_url(database)
+    url = database_url(database if database is not None else default_database(os.environ))
     try:
         return MailStore.open(url)
     except InvalidInput as exc:

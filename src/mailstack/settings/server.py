@@ -220,3 +220,11 @@ def load_server_settings(environ: Mapping[str, str]) -> ServerSettings:
 def database_location(settings: ServerSettings) -> str:
     """The datastore URL or SQLite path: MAILSTACK_DATABASE_URL, else a file under the root."""
     return settings.database_url or str(Paths(settings.root).database)
+
+
+def default_database(environ: Mapping[str, str]) -> str:
+    """The same choice from the bare environment, for the admin commands (they must find the
+    datastore of the server that runs with the same MAILSTACK_ROOT)."""
+    url = environ.get("MAILSTACK_DATABASE_URL", "").strip()
+    root = Path(environ.get("MAILSTACK_ROOT", "").strip() or "/")
+    return url or str(Paths(root).database)
