@@ -2,20 +2,30 @@
 
 Rendering and linting use the Helm SDK bundled in the PyPI package helm-python-sdk (no helm
 binary, no cluster); every rendered object is checked by `kubernetes-validate --strict`.
+One test (marker `image`) runs the rendered server pod's container with podman.
 """
 
 from __future__ import annotations
 
 import base64
+import imaplib
 import shutil
+import smtplib
+import socket
+import ssl
 import subprocess
 import sys
+import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import pytest
+import test_image
 import yaml
+from test_image import free_port, podman
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "deploy" / "helm" / "mailstack"
@@ -886,3 +896,140 @@ def test_server_kitchensink_uses_every_option() -> None:
     assert state["storageClassName"] == ""
     assert state["accessModes"] == ["ReadWriteOncePod"]
     assert "managesieve" not in service_ports(one(manifests, "Service", "mail-server"))
+
+
+# -- The server's pod layout in the real image ----------------------------------------------
+
+# The session fixture of the image tests: scripts/build-image.sh, cached layers.
+image = test_image.image
+
+
+@dataclass
+class ChartPod:
+    """The chart's server container run by podman as the StatefulSet would run it: its args,
+    its environment (ConfigMap + env), a read-only root, every emptyDir a tmpfs (podman copies
+    the image's files in, the init container's job) and every claim subPath a host folder.
+    The listeners move to free loopback ports (host network); the chart's port numbers are
+    the tests above."""
+
+    manifests: list[Manifest]
+    claims: Path
+    image: str
+    ports: dict[str, int] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+
+    def start(self) -> str:
+        spec, volumes = container(self.manifests), pod_volumes(self.manifests)
+        options = ["--read-only"]
+        for mount in spec["volumeMounts"]:
+            if mount["name"] in claim_templates(self.manifests):
+                folder = self.claims / mount["name"] / mount.get("subPath", "")
+                folder.mkdir(parents=True, exist_ok=True)
+                options.append(f"--volume={folder}:{mount['mountPath']}")
+            else:
+                assert "emptyDir" in volumes[mount["name"]], mount
+                options.append(f"--tmpfs={mount['mountPath']}")
+        env = dict(one(self.manifests, "ConfigMap")["data"])
+        env.update({e["name"]: e["value"] for e in spec.get("env", [])})
+        self.ports = self.ports or {name: free_port() for name in SERVER_PORTS}
+        for name, port in self.ports.items():
+            env[f"MAILSTACK_LISTEN_{name.upper()}"] = f"127.0.0.1:{port}"
+        name = f"mailstack-chart-{uuid.uuid4().hex[:8]}"
+        self.names.append(name)
+        environment = [f"--env={key}={value}" for key, value in env.items()]
+        podman("run", "--detach", "--name", name, "--network=host", *options, *environment,
+               self.image, *spec["args"], timeout=180)  # fmt: skip
+        return name
+
+    def exec(self, name: str, *command: str, stdin: str | None = None) -> str:
+        result = subprocess.run(
+            ["podman", "exec", "-i", name, *command],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=test_image.podman_env(),
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
+        return result.stdout
+
+    def wait_healthy(self, name: str) -> None:
+        """Until the chart's readiness probe command passes inside the container."""
+        command = container(self.manifests)["readinessProbe"]["exec"]["command"]
+        deadline = time.monotonic() + 90
+        while podman("exec", name, *command, check=False).returncode != 0:
+            logs = podman("logs", name, check=False)
+            assert time.monotonic() < deadline, f"not healthy:\n{logs.stdout}{logs.stderr}"
+            time.sleep(1)
+
+    def remove(self) -> None:
+        for name in self.names:
+            podman("rm", "--force", "--time", "0", name, check=False)
+
+
+def imap_subjects(port: int, user: str, password: str) -> list[bytes]:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the self-signed certificate made in the container
+    client = imaplib.IMAP4("127.0.0.1", port, timeout=30)
+    try:
+        client.starttls(context)
+        client.login(user, password)
+        client.select("INBOX", readonly=True)
+        _, data = client.search(None, "ALL")
+        return [
+            client.fetch(n, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1]
+            for n in data[0].split()
+        ]
+    finally:
+        client.logout()
+
+
+@pytest.mark.image
+@pytest.mark.timeout(1800)
+def test_server_runs_with_the_charts_read_only_layout(image: str, tmp_path: Path) -> None:
+    """The rendered server pod (readOnlyRootFilesystem) in the real image: healthy by its
+    probe, mail to the MX lands in a Maildir on the state claim, the preStop hook closes
+    the MX and drains, stop is clean; a second pod on the same claims keeps the datastore,
+    the mailbox and the self-signed certificate, and makes the new domain's DKIM key there."""
+    values = server(**READ_ONLY_ROOT, config={"postfix": {"myhostname": "mx.example.com"}})
+    pod = ChartPod(render(values), tmp_path / "claims", image)
+    state = pod.claims / "state"
+    try:
+        first = pod.start()
+        pod.wait_healthy(first)
+        pod.exec(first, "mailstack", "domain", "add", "example.com")
+        pod.exec(first, "mailstack", "user", "add", "alice@example.com", "--password-stdin",
+                 stdin="chart password\n")  # fmt: skip
+        with smtplib.SMTP("127.0.0.1", pod.ports["smtp"], timeout=30) as mx:
+            mx.sendmail(
+                "friend@remote.test",
+                ["alice@example.com"],
+                b"From: friend@remote.test\r\nSubject: on the claim\r\n\r\nhello\r\n",
+            )
+        maildir = state / "state" / "mail" / "example.com" / "alice" / "Maildir"
+        deadline = time.monotonic() + 60
+        while not list(maildir.glob("new/*")):
+            assert time.monotonic() < deadline, "the message never reached the state claim"
+            time.sleep(0.5)
+        assert (state / "state" / "mailstack.db").is_file()
+        certificate = (state / "tls" / "cert.pem").read_bytes()
+
+        result = podman("exec", first, "/bin/sh", "-c", prestop_script(pod.manifests), timeout=150)
+        assert result.returncode == 0, result.stderr
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", pod.ports["smtp"]), timeout=5).close()
+        assert "preStop: queue empty" in podman("logs", first).stdout
+        podman("stop", "--time", "30", first, timeout=90)
+        exit_code = podman("inspect", "--format", "{{.State.ExitCode}}", first).stdout.strip()
+        assert exit_code == "0"
+
+        second = pod.start()
+        pod.wait_healthy(second)
+        assert (state / "dkim-keys" / "example.com.private").is_file()
+        assert (state / "tls" / "cert.pem").read_bytes() == certificate
+        subjects = imap_subjects(pod.ports["imap"], "alice@example.com", "chart password")
+        assert [s.strip() for s in subjects] == [b"Subject: on the claim"]
+    finally:
+        pod.remove()
