@@ -29,6 +29,18 @@ def test_migrations_match_the_models(store_url: str) -> None:
         engine.dispose()
 
 
+def test_head_revision_constant_is_alembics_head() -> None:
+    """The fast path (`at_head`) compares with HEAD_REVISION; a new migration must move it."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from mailstack.store.engine import HEAD_REVISION
+
+    config = Config()
+    config.set_main_option("script_location", "mailstack.store:migrations")
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD_REVISION]
+
+
 def test_open_creates_the_sqlite_folder(tmp_path: Path) -> None:
     store = MailStore.open(tmp_path / "new" / "folder" / "mail.db")
     try:
