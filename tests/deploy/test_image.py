@@ -371,3 +371,50 @@ def test_chart_prestop_hook_drains_the_relay(pod: Podman, sink: Sink) -> None:
         socket.create_connection(("127.0.0.1", container.port), timeout=5).close()
     assert "preStop: queue empty" in container.logs()
     assert container.stop() == 0, container.logs()
+
+
+def test_server_profile_receives_mail_and_serves_imap(pod: Podman) -> None:
+    """MAILSTACK_PROFILE=server in the same image: a domain and user put in the datastore on
+    the state volume, mail to the MX is read back over IMAP (STARTTLS), stop is clean."""
+    import imaplib
+    import ssl
+
+    from mailstack.store import MailStore
+
+    state = pod.volume("state")
+    store = MailStore.open(pod.mountpoint(state) / "mailstack.db")
+    try:
+        store.add_domain("example.com")
+        store.add_user("alice@example.com", "container password")
+    finally:
+        store.close()
+    ports = {name: free_port() for name in ("SMTP", "SUBMISSIONS", "IMAP", "IMAPS", "MANAGESIEVE")}
+    env = {f"MAILSTACK_LISTEN_{name}": f"127.0.0.1:{port}" for name, port in ports.items()}
+    env.update({"MAILSTACK_PROFILE": "server", "POSTFIX_myhostname": "mx.example.com"})
+    container = pod.run(env, f"--volume={state}:/var/lib/mailstack")
+    container.wait_ready()
+    with smtplib.SMTP("127.0.0.1", ports["SMTP"], timeout=30) as mx:
+        mx.sendmail(
+            "friend@remote.test",
+            ["alice@example.com"],
+            b"From: friend@remote.test\r\nSubject: into the container\r\n\r\nhello\r\n",
+        )
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the self-signed certificate stays in the container
+    deadline = time.monotonic() + DELIVERY_TIMEOUT
+    found = b""
+    while b"into the container" not in found and time.monotonic() < deadline:
+        client = imaplib.IMAP4("127.0.0.1", ports["IMAP"], timeout=30)
+        try:
+            client.starttls(context)
+            client.login("alice@example.com", "container password")
+            client.select("INBOX", readonly=True)
+            _, data = client.search(None, "ALL")
+            for number in data[0].split():
+                found += client.fetch(number, "(BODY.PEEK[HEADER])")[1][0][1]
+        finally:
+            client.logout()
+        time.sleep(1)
+    assert b"into the container" in found, container.logs()
+    assert container.stop() == 0
