@@ -69,9 +69,10 @@ def send_all(port: int, messages: int, sessions: int) -> None:
         with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.remote.test") as client:
             for n in range(index, messages, sessions):
                 rcpt = USERS[n % len(USERS)]
-                body = f"From: a@remote.test\r\nTo: {rcpt}\r\nSubject: bench {n}\r\n\r\n" + (
-                    "x" * 70 + "\r\n"
-                ) * 60
+                body = (
+                    f"From: a@remote.test\r\nTo: {rcpt}\r\nSubject: bench {n}\r\n\r\n"
+                    + ("x" * 70 + "\r\n") * 60
+                )
                 client.sendmail("a@remote.test", [rcpt], body)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(sessions)]
