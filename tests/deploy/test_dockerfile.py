@@ -50,7 +50,7 @@ def test_dockerfile_contract() -> None:
     text = DOCKERFILE.read_text()
     assert "ARG BASE_IMAGE=debian:bookworm-slim" in text
     assert "\nEXPOSE 587\n" in text
-    assert 'VOLUME ["/var/spool/postfix", "/etc/opendkim/keys"]' in text
+    assert 'VOLUME ["/var/spool/postfix", "/etc/opendkim/keys", "/var/lib/mailstack"]' in text
     assert 'CMD ["mailstack", "health"]' in text
     assert 'ENTRYPOINT ["/usr/bin/tini", "--", "mailstack"]' in text
     assert 'CMD ["run"]' in text
