@@ -1194,8 +1194,9 @@ def interpret(
         if worst >= TARGET_P99_MS:
             text.append(
                 f"- On this host even the no-op control misses p99 < {TARGET_P99_MS:g} ms "
-                f"({worst:.2f} ms): the tail is the virtual machine's and the neighbours', "
-                "so the target cannot be judged here; judge it on a quiet machine."
+                f"({worst:.2f} ms): that tail comes from this host (a shared virtual machine) "
+                "or the load generator, not from any server's work, so the target cannot be "
+                "judged here; judge it on a quiet machine with a client in C."
             )
     return text
 
