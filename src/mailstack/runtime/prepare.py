@@ -142,6 +142,19 @@ def restore_postfix_stock_files(paths: Paths) -> list[str]:
     return restored
 
 
+def generate_key(keys_dir: Path, domain: str, selector: str) -> str | None:
+    """Make `<domain>.private` (owned by opendkim) and its `.txt` record when no key exists;
+    returns the record text when a key was made, None when one was already there."""
+    private = key_path(keys_dir, domain)
+    if private.exists():
+        return None
+    pem = generate_private_key()
+    write_atomic(private, pem.decode("ascii"), 0o600, "opendkim")
+    txt = render_txt(selector, domain, pem)
+    write_atomic(keys_dir / f"{domain}.txt", txt, 0o644)
+    return " ".join(txt.split())
+
+
 def _autogenerate_keys(settings: RelaySettings, paths: Paths) -> None:
     if not settings.allowed_sender_domains:
         log.warning(
@@ -149,19 +162,12 @@ def _autogenerate_keys(settings: RelaySettings, paths: Paths) -> None:
         )
         return
     for domain in settings.allowed_sender_domains:
-        private = key_path(paths.dkim_keys, domain)
-        if private.exists():
-            continue
         selector = settings.dkim_selectors.for_domain(domain)
-        pem = generate_private_key()
-        write_atomic(private, pem.decode("ascii"), 0o600, "opendkim")
-        txt = render_txt(selector, domain, pem)
-        write_atomic(paths.dkim_keys / f"{domain}.txt", txt, 0o644)
-        log.warning(
-            "generated a new DKIM key for %s; publish this DNS record: %s",
-            domain,
-            " ".join(txt.split()),
-        )
+        record = generate_key(paths.dkim_keys, domain, selector)
+        if record is not None:
+            log.warning(
+                "generated a new DKIM key for %s; publish this DNS record: %s", domain, record
+            )
 
 
 def _make_readable_by_opendkim(private: Path) -> None:

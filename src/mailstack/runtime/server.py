@@ -22,9 +22,7 @@ from pathlib import Path
 from mailstack.dkim.keys import (
     DomainKey,
     domains_with_keys,
-    generate_private_key,
     key_path,
-    render_txt,
 )
 from mailstack.errors import ConfigError, Problem
 from mailstack.paths import Paths
@@ -37,7 +35,7 @@ from mailstack.render.server import (
 )
 from mailstack.runtime import prepare as relay_prepare
 from mailstack.runtime.daemon import Daemon
-from mailstack.runtime.files import ensure_dir, materialise, write_atomic
+from mailstack.runtime.files import ensure_dir, materialise
 from mailstack.runtime.logparse import LogRecord
 from mailstack.runtime.postfix import Postfix
 from mailstack.runtime.probes import unix_ready
@@ -98,28 +96,21 @@ def _hosted_domains(settings: ServerSettings, paths: Paths, database: str) -> li
     return result.stdout.split()
 
 
-def _generate_key(domain: str, selector: str, paths: Paths) -> None:
-    private = key_path(paths.dkim_keys, domain)
-    if private.exists():
-        return
-    pem = generate_private_key()
-    write_atomic(private, pem.decode("ascii"), 0o600, "opendkim")
-    txt = render_txt(selector, domain, pem)
-    write_atomic(paths.dkim_keys / f"{domain}.txt", txt, 0o644)
-    log.warning(
-        "generated a DKIM key for %s; publish its DNS record (`mailstack dkim show %s`): %s",
-        domain,
-        domain,
-        " ".join(txt.split()),
-    )
-
-
 def _server_keys(settings: ServerSettings, paths: Paths, domains: list[str]) -> list[DomainKey]:
     """Keys of hosted domains; with DKIM_AUTOGENERATE (on by default here) missing ones are
     made. Keys on disk for domains not hosted are used too (e.g. a parent domain)."""
     if settings.dkim_autogenerate:
         for domain in domains:
-            _generate_key(domain, settings.dkim_selectors.for_domain(domain), paths)
+            selector = settings.dkim_selectors.for_domain(domain)
+            record = relay_prepare.generate_key(paths.dkim_keys, domain, selector)
+            if record is not None:
+                log.warning(
+                    "generated a DKIM key for %s; publish its DNS record "
+                    "(`mailstack dkim show %s`): %s",
+                    domain,
+                    domain,
+                    record,
+                )
     on_disk = domains_with_keys(paths.dkim_keys)
     return [
         DomainKey(d, settings.dkim_selectors.for_domain(d), key_path(paths.dkim_keys, d))
