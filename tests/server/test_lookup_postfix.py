@@ -114,3 +114,15 @@ def test_reply_over_postfix_limit_is_perm(mail: MailStore, postmap: Postmap) -> 
     result = postmap("alias", "big@example.com")
     assert not result.found
     assert "permanent error: reply too long" in result.stderr
+
+
+def test_hosted_sender_map_answers_full_addresses_in_hosted_domains_only(
+    mail: MailStore, postmap: Postmap
+) -> None:
+    """The MX's check_sender_access table: hosted (and alias-domain) senders get a 5.7.1
+    action, whether or not the mailbox exists; bare and parent domains are never answered."""
+    for sender in ("alice@example.com", "Nobody@EXAMPLE.com", "x@example.net", "a@bücher.example"):
+        result = postmap("hostedsender", sender)
+        assert result.value.startswith("550 5.7.1 "), sender
+    for key in ("friend@remote.org", "example.com", "alice@", "@example.com", "x@sub.example.com"):
+        assert not postmap("hostedsender", key).found, key

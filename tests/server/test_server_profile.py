@@ -155,6 +155,30 @@ def test_the_mx_is_not_an_open_relay(world: World) -> None:
     )
 
 
+def test_mx_refuses_hosted_senders_from_clients_that_did_not_log_in(world: World) -> None:
+    """Port 25 has no SASL: a client claiming one of our addresses (or one in an alias
+    domain, or an unknown one in a hosted domain) is refused with 550 5.7.1 from loopback
+    and from outside mynetworks alike, and nothing is delivered."""
+    forged = ["alice@example.com", "ALICE@Example.COM", "nobody@example.com", "bob@example.org"]
+    for source in ("127.0.0.1", "127.0.0.2"):
+        for sender in forged:
+            with smtplib.SMTP(
+                "127.0.0.1",
+                world.ports.smtp,
+                local_hostname="mail.remote.test",
+                timeout=30,
+                source_address=(source, 0),
+            ) as mx:
+                mx.ehlo()
+                mx.mail(sender)
+                code, reply = mx.rcpt("bob@example.com")
+                assert code == 550, (source, sender, reply)
+                assert reply.startswith(b"5.7.1"), reply
+    # an outside sender still gets through
+    assert deliver(world.ports.smtp, "friend@remote.test", ["bob@example.com"], "genuine") == {}
+    wait_for_subject(world.server, world.ports.imap, "bob@example.com", "genuine")
+
+
 # -- submission -----------------------------------------------------------------------------
 
 

@@ -10,6 +10,8 @@ Configure Postfix with one socketmap per table, for example
 | `mailbox`     | virtual_mailbox_maps       | address         | the address                  |
 | `alias`       | virtual_alias_maps         | address/@domain | targets, comma separated     |
 | `senderlogin` | smtpd_sender_login_maps    | address         | logins, comma separated      |
+| `hostedsender`| check_sender_access (MX)   | address         | `550 5.7.1 ...` (an access   |
+|               |                            |                 | action) for hosted senders   |
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailstack.lookup.resolver import Resolver
-from mailstack.store.names import try_address, try_domain
+from mailstack.store.names import split_address, try_address, try_domain
 
 OK = "OK"
 NOTFOUND = "NOTFOUND"
@@ -70,12 +72,38 @@ def _sender_login(resolver: Resolver, key: str) -> Answer:
     return Answer(OK, ",".join(owners)) if owners else NOT_FOUND
 
 
+#: What the MX answers a client that is not logged in but claims a hosted sender: such mail
+#: must come through submission (587/465), where the user authenticates.
+HOSTED_SENDER_REJECT = (
+    "550 5.7.1 Sender address is in a domain hosted here; "
+    "log in and send through the submission port"
+)
+
+
+def _hosted_sender(resolver: Resolver, key: str) -> Answer:
+    """An access-map action for envelope senders in a hosted domain (or alias domain).
+
+    Postfix's `check_sender_access` also asks with bare domains, parent domains and
+    `local@`; only full addresses are answered, so a parent-domain lookup for
+    `x@sub.example.com` does not refuse subdomains that are not hosted.
+    """
+    if "@" not in key or key.startswith("@") or key.endswith("@"):
+        return NOT_FOUND
+    address = try_address(key)
+    if address is None:
+        return NOT_FOUND
+    _, domain = split_address(address)
+    hosted = resolver.is_domain(domain) or resolver.alias_domain_target(domain) is not None
+    return Answer(OK, HOSTED_SENDER_REJECT) if hosted else NOT_FOUND
+
+
 MAPS: dict[str, Callable[[Resolver, str], Answer]] = {
     "domain": _domain,
     "aliasdomain": _alias_domain,
     "mailbox": _mailbox,
     "alias": _alias,
     "senderlogin": _sender_login,
+    "hostedsender": _hosted_sender,
 }
 
 

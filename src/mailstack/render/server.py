@@ -6,7 +6,8 @@ store cannot answer, the lookup says TEMP and Postfix replies 4xx: mail is defer
 sender, never bounced.
 
 The listeners (master.cf):
-- smtp (25): postscreen in front of smtpd; mail only for hosted recipients, never relaying.
+- smtp (25): postscreen in front of smtpd; mail only for hosted recipients, never relaying,
+  and never with an envelope sender in a hosted domain (550 5.7.1: users log in on 587/465).
 - submission (587): STARTTLS required before AUTH; SASL through Dovecot.
 - submissions (465): implicit TLS; otherwise as 587.
 Authenticated users may use only the sender addresses the store gives them (their own address
@@ -96,8 +97,11 @@ def server_main_cf_parameters(
         "smtpd_helo_required": "yes",
         "smtpd_delay_reject": "yes",
         "smtpd_helo_restrictions": "reject_invalid_helo_hostname, permit",
+        # Port 25 has no SASL, so Postfix would skip a login-mismatch check with only a
+        # warning: hosted senders from unauthenticated clients are refused by a lookup.
         "smtpd_sender_restrictions": (
-            "reject_non_fqdn_sender, reject_unauthenticated_sender_login_mismatch, permit"
+            f"reject_non_fqdn_sender, check_sender_access {socketmap(paths, 'hostedsender')}, "
+            "permit"
         ),
         "smtpd_relay_restrictions": "permit_sasl_authenticated, reject_unauth_destination",
         "smtpd_recipient_restrictions": "reject_non_fqdn_recipient, reject_unlisted_recipient",
