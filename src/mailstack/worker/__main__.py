@@ -1,0 +1,99 @@
+"""`python -m mailstack.worker`: run the profile's Python services until SIGTERM or SIGINT.
+
+The supervisor passes the datastore URL in MAILSTACK_DATABASE_URL (never argv: it may hold
+a password) and one option per service; a service without its option is not started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from mailstack.errors import ExitCode, MailstackError
+
+log = logging.getLogger("mailstack.worker")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m mailstack.worker", description=__doc__)
+    parser.add_argument("--database", help="URL or SQLite path (default: MAILSTACK_DATABASE_URL)")
+    parser.add_argument("--socketmap", help="lookup service for Postfix: unix:PATH or inet:H:P")
+    parser.add_argument("--dict", help="lookup service for Dovecot: unix:PATH")
+    parser.add_argument("--socket-mode", default="660", help="octal mode of Unix sockets")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per store read")
+    parser.add_argument("--managesieve", help="ManageSieve listener, address:port")
+    parser.add_argument("--cert", type=Path, help="TLS certificate (PEM) of the TLS listeners")
+    parser.add_argument("--key", type=Path, help="TLS private key (PEM)")
+    parser.add_argument("--user", help="system user to become once every socket is bound")
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    from mailstack.lookup import Endpoint
+    from mailstack.settings.values import parse_listen
+    from mailstack.store.engine import create_engine_for
+    from mailstack.worker.privileges import drop_privileges
+    from mailstack.worker.services import (
+        Lookup,
+        LookupEndpoints,
+        ManageSieve,
+        Service,
+        server_tls_context,
+    )
+
+    mode = int(args.socket_mode, 8)
+    # the supervisor migrated the schema before starting us: no Alembic in this process
+    engine = create_engine_for(args.database)
+    services: list[Service] = []
+    if args.socketmap or args.dict:
+        endpoints = LookupEndpoints(
+            socketmap=Endpoint.parse(args.socketmap, mode) if args.socketmap else None,
+            dict=Endpoint.parse(args.dict, mode) if args.dict else None,
+            timeout=args.timeout,
+        )
+        services.append(Lookup(engine, endpoints))
+    if args.managesieve:
+        if args.cert is None or args.key is None:
+            raise ValueError("--managesieve needs --cert and --key")
+        context = server_tls_context(args.cert, args.key)
+        services.append(ManageSieve(engine, parse_listen(args.managesieve), context))
+    if not services:
+        raise ValueError("no service to run: give --socketmap, --dict or --managesieve")
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    started: list[Service] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+        if args.user:
+            drop_privileges(args.user)
+        log.info("serving %s", ", ".join(s.name for s in started))
+        await stopping.wait()
+        log.info("stopping")
+    finally:
+        for service in reversed(started):
+            await service.stop()
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        asyncio.run(serve(args))
+    except (MailstackError, ValueError, OSError, LookupError) as exc:
+        log.error("worker failed: %s", exc)
+        return int(getattr(exc, "exit_code", ExitCode.UNAVAILABLE))
+    return int(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Give up root once every socket is bound."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+
+log = logging.getLogger(__name__)
+
+
+class UnknownUserError(LookupError):
+    """The system user to run as does not exist."""
+
+
+def drop_privileges(user: str) -> bool:
+    """Become `user` (its primary and supplementary groups too) if running as root.
+
+    Returns whether anything changed: a worker started by an unprivileged account (a
+    developer's own shell) simply keeps running as that account.
+    """
+    if os.geteuid() != 0:
+        return False
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise UnknownUserError(f"no system user {user!r} to run the worker as") from None
+    os.initgroups(user, entry.pw_gid)
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    if os.geteuid() == 0 or os.getuid() == 0:  # setuid must not be undoable
+        raise PermissionError(f"could not give up root for {user!r}")
+    log.info("running as %s (uid %d)", user, entry.pw_uid)
+    return True

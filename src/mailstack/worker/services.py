@@ -1,0 +1,75 @@
+"""The worker's services: each one a listener (or a pair) with `start()` and `stop()`.
+
+They share one datastore engine. A service that fails to start stops the worker (the
+supervisor then reports it); once running, an error inside one connection costs that
+connection only (`mailstack.netserver.Listener`), never the other services.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Engine
+
+from mailstack.lookup import Endpoint, LookupService
+from mailstack.settings.values import HostPort
+
+
+class Service(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class LookupEndpoints:
+    """The lookup service's sockets: socketmap for Postfix, dict for Dovecot."""
+
+    socketmap: Endpoint | None
+    dict: Endpoint | None
+    timeout: float
+
+
+class Lookup:
+    name = "lookup"
+
+    def __init__(self, engine: Engine, endpoints: LookupEndpoints) -> None:
+        self.service = LookupService(
+            engine, socketmap=endpoints.socketmap, dict=endpoints.dict, timeout=endpoints.timeout
+        )
+
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def stop(self) -> None:
+        await self.service.stop()
+
+
+def server_tls_context(cert: Path, key: str | Path) -> ssl.SSLContext:
+    """TLS for a listener, loaded while still root (the key may be readable by root only)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    return context
+
+
+class ManageSieve:
+    name = "managesieve"
+
+    def __init__(self, engine: Engine, address: HostPort, context: ssl.SSLContext) -> None:
+        from mailstack.managesieve import ManageSieveServer
+        from mailstack.store import MailStore
+
+        self.address = address
+        self.server = ManageSieveServer(MailStore(engine), ssl_context=context)
+
+    async def start(self) -> None:
+        await self.server.start(self.address.host, self.address.port)
+
+    async def stop(self) -> None:
+        await self.server.stop()
