@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what mailstack needs on Debian 12 (as root), then the project into .venv.
 #   scripts/install.sh          daemons + mailstack
-#   scripts/install.sh --server also Dovecot (IMAP, LMTP, Sieve) and the mailbox owner 'vmail'
+#   scripts/install.sh --server also Dovecot (IMAP, LMTP, Sieve), the mailbox owner 'vmail'
+#                               and the worker's user 'mailstack'
 #   scripts/install.sh --test   the server profile, the test tools and the daemons tests start
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,11 +38,14 @@ if (( ${#missing[@]} )); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if (( WITH_SERVER )) && ! id vmail >/dev/null 2>&1; then
-    # owner of every mailbox (MAILSTACK_MAIL_USER); no login, no home
-    useradd --system --user-group --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin vmail
-fi
+# vmail: owner of every mailbox (MAILSTACK_MAIL_USER); mailstack: the unprivileged user of
+# the server's Python worker (lookup service, ManageSieve). No login, no home.
+for account in vmail mailstack; do
+    if (( WITH_SERVER )) && ! id "$account" >/dev/null 2>&1; then
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin "$account"
+    fi
+done
 
 PYTHON=/usr/bin/python3
 if [[ ! -x .venv/bin/python ]]; then

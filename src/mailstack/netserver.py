@@ -1,4 +1,4 @@
-"""The controller shape shared by the lookup servers.
+"""The controller shape shared by every Python listener (lookup, ManageSieve, next ones).
 
 `start()` returns once the socket is listening (TCP, port 0 allowed, or a Unix socket) and
 raises if it cannot bind; `address` then reports where. `stop()` closes the listener and
@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-log = logging.getLogger("mailstack.lookup")
+log = logging.getLogger(__name__)
 
 Address = tuple[str, int] | Path
 STOP_GRACE = 2.0  # seconds a handler may take to notice its connection was closed

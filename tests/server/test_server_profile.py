@@ -424,7 +424,43 @@ def test_lookup_service_survives_garbage_on_its_sockets(world: World) -> None:
                 pass
     assert deliver(world.ports.smtp, "a@remote.test", ["bob@example.com"], "still here") == {}
     wait_for_subject(world.server, world.ports.imap, "bob@example.com", "still here")
-    assert "lookup exited" not in world.server.log
+    assert "worker exited" not in world.server.log
+
+
+def worker_processes(server: MailServer) -> list[int]:
+    """Pids of the server's Python worker (`python -m mailstack.worker`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"mailstack.worker" in argv and str(server.root).encode() in b" ".join(argv):
+            found.append(int(entry.name))
+    return found
+
+
+def test_one_worker_runs_every_python_service_without_root(world: World) -> None:
+    """Lookup and ManageSieve live in one process, which gave up root for 'mailstack' and
+    owns the datastore; the database file is readable by nobody else."""
+    import pwd
+
+    account = pwd.getpwnam("mailstack")
+    pids = worker_processes(world.server)
+    assert len(pids) == 1, pids
+    status = Path(f"/proc/{pids[0]}/status").read_text()
+    uids = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:]
+    assert {int(uid) for uid in uids} == {account.pw_uid}
+    database = world.server.database.stat()
+    assert database.st_uid == account.pw_uid
+    assert database.st_mode & 0o077 == 0
+    # both services answer from that one process: ManageSieve logs in, the lookup delivers
+    with socket.create_connection(("127.0.0.1", world.ports.managesieve), timeout=10) as sock:
+        assert b"IMPLEMENTATION" in sock.recv(4096)
+    assert deliver(world.ports.smtp, "a@remote.test", ["dave@example.com"], "via worker") == {}
+    wait_for_subject(world.server, world.ports.imap, "dave@example.com", "via worker")
 
 
 def test_health_reports_healthy_while_running_and_names_what_is_down(world: World) -> None:
@@ -467,7 +503,7 @@ def test_metrics_count_deliveries_and_watch_every_daemon(world: World) -> None:
     )
     samples = scrape(world)
     assert samples[("mailstack_messages_received_total", ())] >= 1
-    for daemon in ("lookup", "opendkim", "dovecot", "managesieve", "postfix"):
+    for daemon in ("worker", "opendkim", "dovecot", "postfix"):
         assert samples[("mailstack_daemon_up", (("daemon", daemon),))] == 1.0
     info = [labels for name, labels in samples if name == "mailstack_info"]
     assert ("profile", "server") in info[0]

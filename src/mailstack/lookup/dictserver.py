@@ -28,12 +28,12 @@ from typing import TypeVar
 
 from mailstack.lookup import dictproto
 from mailstack.lookup.gateway import StoreGateway
-from mailstack.lookup.listener import Listener
 from mailstack.lookup.resolver import Resolver
+from mailstack.netserver import Listener
 from mailstack.store.errors import StoreUnavailable
 from mailstack.store.names import try_address
 
-log = logging.getLogger("mailstack.lookup")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

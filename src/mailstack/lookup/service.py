@@ -15,9 +15,9 @@ from sqlalchemy import Engine
 
 from mailstack.lookup.dictserver import DictServer
 from mailstack.lookup.gateway import DEFAULT_TIMEOUT, StoreGateway
-from mailstack.lookup.listener import Address
 from mailstack.lookup.resolver import Resolver
 from mailstack.lookup.socketmap import SocketmapServer
+from mailstack.netserver import Address
 
 
 @dataclass(frozen=True)

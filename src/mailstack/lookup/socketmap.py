@@ -14,10 +14,10 @@ import logging
 
 from mailstack.lookup import maps, netstring
 from mailstack.lookup.gateway import StoreGateway
-from mailstack.lookup.listener import Listener
+from mailstack.netserver import Listener
 from mailstack.store.errors import StoreUnavailable
 
-log = logging.getLogger("mailstack.lookup")
+log = logging.getLogger(__name__)
 
 MAX_REQUEST = 4096  # map name + key; Postfix keys are addresses or domains
 MAX_REPLY = 100_000  # Postfix's socketmap_max_reply_size default

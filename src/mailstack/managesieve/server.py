@@ -1,6 +1,6 @@
 """The ManageSieve listener: one `Session` per client, all on one event loop.
 
-It reuses the lookup service's `Listener`, so start/stop behave the same way: `start()`
+It is a `mailstack.netserver.Listener`, so start/stop behave as every listener's do: `start()`
 returns once listening (port 0 picks a free one), `stop()` closes the listener and every
 open connection and may be called again.
 """
@@ -11,9 +11,9 @@ import asyncio
 import os
 import ssl
 
-from mailstack.lookup.listener import Address, Listener
 from mailstack.managesieve.session import Checker, Session, Settings
 from mailstack.managesieve.wire import MAX_LINE
+from mailstack.netserver import Address, Listener
 from mailstack.sieve import SIEVE_EXTENSIONS, check_script
 from mailstack.store import MailStore
 from mailstack.store.service import MAX_SCRIPT_BYTES

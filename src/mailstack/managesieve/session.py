@@ -37,7 +37,7 @@ from mailstack.sieve import SieveCheckUnavailable
 from mailstack.store import Conflict, InvalidInput, MailStore, NotFound, StoreUnavailable
 from mailstack.store.names import try_address, validate_script_name
 
-log = logging.getLogger("mailstack.managesieve")
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Checker = Callable[[str], str | None]

@@ -1,11 +1,11 @@
 """`mailstack run --profile server`: prepare the tree, then supervise the server's processes.
 
 Start order, each one ready before the next starts:
-1. the lookup service (socketmap for Postfix, dict for Dovecot), reading the datastore;
+1. the worker (`mailstack.worker`): one unprivileged Python process with the lookup service
+   (socketmap for Postfix, dict for Dovecot) and ManageSieve, on one datastore engine;
 2. OpenDKIM, when a hosted domain has a key (it signs what users submit);
 3. Dovecot (IMAP, LMTP, SASL for Postfix, Sieve), which asks the lookup service;
-4. the ManageSieve service, which writes sieve scripts into the datastore;
-5. Postfix, last, so that no mail is accepted before it can be delivered.
+4. Postfix, last, so that no mail is accepted before it can be delivered.
 Restart budget, back-off and the graceful stop are the relay's (see supervisor.py).
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import grp
 import logging
+import os
 import pwd
 import subprocess
 import sys
@@ -32,13 +33,14 @@ from mailstack.render.server import (
     listener_addresses,
     render_server_master_cf,
     render_server_postfix,
+    tls_files,
 )
 from mailstack.runtime import prepare as relay_prepare
 from mailstack.runtime.daemon import Daemon
 from mailstack.runtime.files import ensure_dir, materialise
 from mailstack.runtime.logparse import LogRecord
 from mailstack.runtime.postfix import Postfix
-from mailstack.runtime.probes import unix_ready
+from mailstack.runtime.probes import tcp_ready, unix_ready
 from mailstack.runtime.supervisor import Supervisor, opendkim_daemon, syslog_path
 from mailstack.runtime.syslog import SyslogReceiver
 from mailstack.runtime.tls import ensure_certificate
@@ -47,6 +49,8 @@ from mailstack.settings.server import ServerSettings, database_location
 log = logging.getLogger("mailstack.server")
 
 DATABASE_ENV = "MAILSTACK_DATABASE_URL"
+#: The system user the worker runs as (install.sh and the image create it).
+WORKER_USER = "mailstack"
 
 
 @dataclass(frozen=True)
@@ -69,8 +73,9 @@ def _setup_server_dirs(settings: ServerSettings, paths: Paths) -> None:
     ensure_dir(paths.tls, 0o755)
     # Sockets are reachable only by who needs them: Postfix for the socketmap; Dovecot's
     # auth (extra group) and mail processes (mail user) for the dict with password hashes.
-    ensure_dir(paths.lookup_run, 0o750, "root", "postfix")
-    ensure_dir(paths.dict_run, 0o750, "root", grp.getgrgid(_mail_gid(settings)).gr_name)
+    # The worker owns the folders, so it can remove its sockets after giving up root.
+    ensure_dir(paths.lookup_run, 0o750, WORKER_USER, "postfix")
+    ensure_dir(paths.dict_run, 0o750, WORKER_USER, grp.getgrgid(_mail_gid(settings)).gr_name)
 
 
 def _mail_gid(settings: ServerSettings) -> int:
@@ -94,6 +99,56 @@ def _hosted_domains(settings: ServerSettings, paths: Paths, database: str) -> li
         reason = result.stderr.strip() or f"exit code {result.returncode}"
         raise ConfigError([Problem(DATABASE_ENV, f"cannot open the datastore: {reason}")])
     return result.stdout.split()
+
+
+def _worker_account() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(WORKER_USER)
+    except KeyError:
+        raise ConfigError(
+            [
+                Problem(
+                    "MAILSTACK_PROFILE",
+                    f"the server needs the system user {WORKER_USER!r} to run its Python "
+                    "services without root (scripts/install.sh --server creates it)",
+                )
+            ]
+        ) from None
+
+
+def sqlite_file(database: str) -> Path | None:
+    """The file behind a SQLite path or `sqlite:///` URL; None for other databases."""
+    if "://" not in database:
+        return Path(database)
+    if database.startswith("sqlite:///"):
+        return Path("/" + database.removeprefix("sqlite:///").lstrip("/"))
+    return None
+
+
+def hand_datastore_to_worker(database: str, paths: Paths) -> None:
+    """Let the unprivileged worker read and write a SQLite datastore, and nobody else.
+
+    SQLite makes its -wal and -shm files beside the database, so the worker needs the
+    folder too; the default folder (the state volume's top) is given to it, a folder the
+    user chose is not changed. Admin commands run as root keep working: SQLite gives the
+    files it creates to the database's owner.
+    """
+    path = sqlite_file(database)
+    if path is None or not path.exists():
+        return
+    account = _worker_account()
+    if path.parent == paths.state:
+        os.chown(path.parent, account.pw_uid, account.pw_gid)
+    for candidate in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if candidate.exists():
+            os.chown(candidate, account.pw_uid, account.pw_gid)
+            candidate.chmod(0o600)
+    if not os.access(path.parent, os.W_OK) or path.parent.stat().st_uid != account.pw_uid:
+        log.warning(
+            "the worker (user %s) may be unable to write beside %s; give it that folder",
+            WORKER_USER,
+            path,
+        )
 
 
 def _server_keys(settings: ServerSettings, paths: Paths, domains: list[str]) -> list[DomainKey]:
@@ -123,7 +178,9 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
     relay_prepare._check_timezone(settings.tz)
     _setup_server_dirs(settings, paths)
     database = database_location(settings)
+    _worker_account()
     domains = _hosted_domains(settings, paths, database)
+    hand_datastore_to_worker(database, paths)
     if not domains:
         log.warning("no domains in the datastore yet: add one with `mailstack domain add`")
     if settings.tls_cert_file is None:
@@ -148,29 +205,37 @@ def base_environment(settings: ServerSettings, paths: Paths) -> dict[str, str]:
     return relay_prepare.child_environment(settings, paths)  # type: ignore[arg-type]
 
 
-def lookup_daemon(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Daemon:
+def worker_daemon(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Daemon:
+    """The worker: lookup service and ManageSieve in one process that drops root."""
     env = base_environment(settings, paths)
     env[DATABASE_ENV] = prepared.database  # by environment: a URL may hold a password
     argv = [
         sys.executable,
         "-m",
-        "mailstack.lookup",
+        "mailstack.worker",
         "--socketmap",
         f"unix:{paths.lookup_socket}",
         "--dict",
         f"unix:{paths.dict_socket}",
         "--socket-mode",
         "666",
+        "--user",
+        WORKER_USER,
     ]
+    managesieve = settings.listen_managesieve
+    if managesieve is not None:
+        cert, key = tls_files(settings, paths)
+        argv += ["--managesieve", str(managesieve), "--cert", cert, "--key", key]
 
     async def probe() -> bool:
-        return await unix_ready(paths.lookup_socket) and await unix_ready(paths.dict_socket)
+        ready = await unix_ready(paths.lookup_socket) and await unix_ready(paths.dict_socket)
+        return ready and (managesieve is None or await tcp_ready(managesieve))
 
     return Daemon(
-        name="lookup",
+        name="worker",
         argv=argv,
         env=env,
-        parse_line=lambda line: LogRecord("lookup", line, level="info"),
+        parse_line=lambda line: LogRecord("worker", line, level="info"),
         probe=probe,
         ready_timeout=30.0,
     )
@@ -194,39 +259,6 @@ def dovecot_daemon(settings: ServerSettings, paths: Paths, prepared: PreparedSer
     )
 
 
-def managesieve_daemon(
-    settings: ServerSettings, paths: Paths, prepared: PreparedServer
-) -> Daemon | None:
-    address = settings.listen_managesieve
-    if address is None:
-        return None
-    from mailstack.render.server import tls_files
-    from mailstack.runtime.probes import tcp_ready
-
-    cert, key = tls_files(settings, paths)
-    env = base_environment(settings, paths)
-    env[DATABASE_ENV] = prepared.database
-    argv = [
-        sys.executable,
-        "-m",
-        "mailstack.managesieve",
-        "--listen",
-        str(address),
-        "--cert",
-        cert,
-        "--key",
-        key,
-    ]
-    return Daemon(
-        name="managesieve",
-        argv=argv,
-        env=env,
-        parse_line=lambda line: LogRecord("managesieve", line, level="info"),
-        probe=lambda: tcp_ready(address),
-        ready_timeout=30.0,
-    )
-
-
 class ServerSupervisor(Supervisor):
     """The relay's supervisor with the server's processes and start order."""
 
@@ -240,16 +272,13 @@ class ServerSupervisor(Supervisor):
     async def _start_all(self) -> None:
         settings, paths, prepared = self.server_settings, self.paths, self.server_prepared
         self._start_metrics()
-        await self._add(lookup_daemon(settings, paths, prepared))
+        await self._add(worker_daemon(settings, paths, prepared))
         if prepared.dkim_enabled:
             path, isolate = syslog_path(paths)
             self.syslog = SyslogReceiver(path, observe=self._observe)
             await self.syslog.start()
             await self._add(opendkim_daemon(settings, paths, isolate))  # type: ignore[arg-type]
         await self._add(dovecot_daemon(settings, paths, prepared))
-        managesieve = managesieve_daemon(settings, paths, prepared)
-        if managesieve is not None:
-            await self._add(managesieve)
         env = base_environment(settings, paths)
         postfix = Postfix(
             settings,  # type: ignore[arg-type]
@@ -278,7 +307,7 @@ def mail_folder(paths: Paths, address: str) -> Path:
 
 async def server_problems(settings: ServerSettings, paths: Paths) -> list[str]:
     """What `mailstack health --profile server` finds wrong; empty when all answers."""
-    from mailstack.runtime.probes import smtp_ready, tcp_ready
+    from mailstack.runtime.probes import smtp_ready
 
     problems = []
     smtp = settings.listen_submission or settings.listen_smtp
