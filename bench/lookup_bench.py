@@ -16,7 +16,7 @@ every key alike, and then measures:
   and, as a control, the same load against a server that does no work;
 * the service's RSS and PSS after the load, and the CPU of its lookup code without I/O.
 
-The lookup service runs as in production: `python -m mailstack.lookup`, its own process,
+The lookup service runs as in production: `python -m mailstack.worker`, its own process,
 on one core (`taskset -c 0`). Every measurement is repeated (--rounds, interleaved) and the
 medians reported. Results go to bench/results/lookup.json and lookup.md. --profile writes a
 py-spy flame graph of the service under load (py-spy must be installed).
@@ -415,7 +415,7 @@ class FloorServer:
 
 
 class LookupProcess:
-    """`python -m mailstack.lookup`, on its own core, socketmap on a Unix socket."""
+    """`python -m mailstack.worker`, on its own core, socketmap on a Unix socket."""
 
     def __init__(self, folder: Path, database: Path) -> None:
         self.socket = folder / "lookup.sock"
@@ -428,7 +428,7 @@ class LookupProcess:
             *pinned(SERVER_CORE),
             *(wrapper or [sys.executable]),
             "-m",
-            "mailstack.lookup",
+            "mailstack.worker",
             "--database",
             str(self.database),
             "--socketmap",
@@ -1001,7 +1001,7 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"{data['domains']} domains, {data['alias_domains']} alias domains, "
         f"{data['users']} users, {data['aliases']} aliases ({data['alias_targets']} targets), "
-        f"{data['catch_alls']} catch-alls. mailstack: `python -m mailstack.lookup` on its "
+        f"{data['catch_alls']} catch-alls. mailstack: `python -m mailstack.worker` (lookup only) on its "
         "SQLite store, socketmap on a Unix socket, pinned to core 0. Baseline: the same data "
         "in a plain SQLite file read by Postfix's `sqlite:` tables "
         f"(postfix-sqlite, SQLite {report['sqlite']}). Both sides gave the same answer to all "

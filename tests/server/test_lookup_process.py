@@ -1,4 +1,5 @@
-"""`python -m mailstack.lookup` as the supervisor runs it: a real process, a real signal."""
+"""`python -m mailstack.worker` with the lookup service, as the supervisor runs it: a real
+process, a real signal."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_process_serves_and_stops_on_sigterm(sqlite_store: MailStore, postfix_co
     sqlite_store.add_domain("example.com")
     folder = shared_tempdir("mailstack-proc-")
     dict_socket = folder / "dict.sock"
-    argv = [sys.executable, "-m", "mailstack.lookup", "--database", str(sqlite_store.engine.url)]
+    argv = [sys.executable, "-m", "mailstack.worker", "--database", str(sqlite_store.engine.url)]
     argv += ["--socketmap", "inet:127.0.0.1:0", "--dict", f"unix:{dict_socket}"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = line_reader(proc)
