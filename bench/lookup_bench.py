@@ -1001,7 +1001,8 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"{data['domains']} domains, {data['alias_domains']} alias domains, "
         f"{data['users']} users, {data['aliases']} aliases ({data['alias_targets']} targets), "
-        f"{data['catch_alls']} catch-alls. mailstack: `python -m mailstack.worker` (lookup only) on its "
+        f"{data['catch_alls']} catch-alls. mailstack: `python -m mailstack.worker` "
+        "(lookup only) on its "
         "SQLite store, socketmap on a Unix socket, pinned to core 0. Baseline: the same data "
         "in a plain SQLite file read by Postfix's `sqlite:` tables "
         f"(postfix-sqlite, SQLite {report['sqlite']}). Both sides gave the same answer to all "
