@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 scripts/install.sh --test
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
+.venv/bin/mypy
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?

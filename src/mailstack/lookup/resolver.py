@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Engine, bindparam, case, literal_column, select, union_all
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from mailstack.store.errors import StoreUnavailable
 from mailstack.store.models import Alias, AliasDomain, AliasTarget, Domain, SieveScript, User
@@ -25,7 +27,6 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from sqlalchemy import Executable
-    from sqlalchemy.engine import Compiled
 
 MAX_EXPANSION = 50  # addresses visited when finding who may send as an address
 
@@ -111,7 +112,7 @@ _SCRIPT_DATA = (
 @dataclass(frozen=True)
 class _Prepared:
     sql: str
-    compiled: Compiled
+    compiled: SQLCompiler
     order: tuple[str, ...]  # parameter names, for positional paramstyles (SQLite's qmark)
 
 
@@ -189,7 +190,8 @@ class Resolver:
         straight on the DBAPI cursor keeps SQLAlchemy's per-call overhead off the hot path."""
         prepared = self._prepared.get(statement)
         if prepared is None:
-            compiled = statement.compile(dialect=self.engine.dialect)
+            element = cast(ClauseElement, statement)
+            compiled = cast(SQLCompiler, element.compile(dialect=self.engine.dialect))
             prepared = _Prepared(compiled.string, compiled, tuple(compiled.positiontup or ()))
             self._prepared[statement] = prepared
         return prepared
@@ -197,13 +199,14 @@ class Resolver:
     def _rows(self, statement: Executable, **params: Any) -> Sequence[Any]:
         """Run one query; on failure reconnect and retry once, then give up loudly."""
         prepared = self._prepare(statement)
-        values = prepared.compiled.construct_params(params)
+        values = prepared.compiled.construct_params(params) or {}
         args: Any = tuple(values[key] for key in prepared.order) if prepared.order else values
         for attempt in (1, 2):
             try:
                 worker = self._connection()
                 worker.cursor.execute(prepared.sql, args)
-                return worker.cursor.fetchall()
+                rows: Sequence[Any] = worker.cursor.fetchall()
+                return rows
             except StoreUnavailable:
                 self._drop_connection()
                 if attempt == 2:

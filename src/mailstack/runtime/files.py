@@ -50,5 +50,7 @@ def ensure_dir(
     """Create `path` (and parents) and set its mode and ownership."""
     path.mkdir(parents=True, exist_ok=True)
     path.chmod(mode)
-    if owner is not None or group is not None:
+    if owner is not None:
         shutil.chown(path, owner, group)
+    elif group is not None:
+        shutil.chown(path, group=group)

@@ -49,7 +49,7 @@ class SyslogReceiver:
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Protocol(self.observe), sock=sock
         )
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport
 
     async def stop(self) -> None:
         if self._transport is not None:
