@@ -69,12 +69,21 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "certs": {"create": {}},
         "container": {"postfix": {"securityContext": {"readOnlyRootFilesystem": True}}},
         "service": {"type": "LoadBalancer", "nodePort": 30587},
+        # boky/postfix's deprecated spelling of mynetworks; an exposed relay needs one
+        "config": {"general": {"MYNETWORKS": "10.42.0.0/16"}},
         "extraEnv": "- name: RELEASE_NAME\n  value: {{ .Release.Name | quote }}\n",
         "extraVolumes": "- name: scratch\n  emptyDir: {}\n",
         "extraVolumeMounts": "- name: scratch\n  mountPath: /scratch\n",
     },
     "metrics-only": {"metrics": {"enabled": True}, "networkPolicy": {"enabled": True}},
 }
+
+
+def notes(values: dict[str, Any]) -> str:
+    """The NOTES.txt the chart prints for `values`."""
+    with helm.Chart.load(CHART) as chart:
+        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    return next(text for path, text in rendered.items() if path.endswith("NOTES.txt"))
 
 
 def render(values: dict[str, Any], revision: int = 1) -> list[Manifest]:
@@ -464,7 +473,12 @@ def test_certs_create_offers_starttls_with_a_generated_certificate() -> None:
 
 
 def test_service_exposes_submission() -> None:
-    manifests = render({"service": {"type": "NodePort", "nodePort": 31587, "nodeIP": "192.0.2.1"}})
+    manifests = render(
+        {
+            "service": {"type": "NodePort", "nodePort": 31587, "nodeIP": "192.0.2.1"},
+            "config": {"postfix": {"mynetworks": "10.42.0.0/16"}},
+        }
+    )
     service = one(manifests, "Service", FULLNAME)["spec"]
     assert service["ports"] == [
         {"name": "smtp", "port": 587, "targetPort": "smtp", "protocol": "TCP", "nodePort": 31587}
@@ -473,6 +487,168 @@ def test_service_exposes_submission() -> None:
     headless = one(manifests, "Service", f"{FULLNAME}-headless")["spec"]
     assert headless["clusterIP"] == "None"
     assert one(manifests, "StatefulSet")["spec"]["serviceName"] == f"{FULLNAME}-headless"
+
+
+# -- The relay's trust boundary -------------------------------------------------------------
+
+# The relay lets every client in mynetworks send without a login; by default that is every
+# private address. Services that clients outside the cluster reach through a node, where they
+# arrive with a private address (externalTrafficPolicy: Cluster, or a proxying load balancer).
+# Each with how the refusal names it.
+EXPOSED: dict[str, tuple[dict[str, Any], str]] = {
+    "load-balancer": ({"type": "LoadBalancer"}, "(type LoadBalancer)"),
+    "node-port": ({"type": "NodePort", "nodePort": 31587}, "(type NodePort)"),
+    "node-ip": ({"nodeIP": "192.0.2.1"}, "(externalIPs)"),
+    "spec-external-ips": ({"spec": {"externalIPs": ["192.0.2.2"]}}, "(externalIPs)"),
+    "spec-type": ({"spec": {"type": "LoadBalancer"}}, "(type LoadBalancer)"),
+    # still refused: a proxying load balancer connects from its own private address whatever
+    # the traffic policy, and not every provider enforces source ranges
+    "load-balancer-local": (
+        {
+            "type": "LoadBalancer",
+            "nodeIP": "192.0.2.1",
+            "spec": {
+                "externalTrafficPolicy": "Local",
+                "loadBalancerSourceRanges": ["198.51.100.0/24"],
+            },
+        },
+        "(type LoadBalancer, externalIPs)",
+    ),
+}
+DEFAULT_NETWORKS = "127.0.0.0/8,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
+NETWORKS = "10.42.0.0/16, 192.0.2.0/24"
+# Every way the values can set the container's mynetworks.
+MYNETWORKS_VALUES: dict[str, dict[str, Any]] = {
+    "config-postfix": {"config": {"postfix": {"mynetworks": NETWORKS}}},
+    "config-general": {"config": {"general": {"POSTFIX_mynetworks": NETWORKS}}},
+    "config-general-alias": {"config": {"general": {"MYNETWORKS": NETWORKS}}},
+    "secret": {"secret": {"POSTFIX_mynetworks": NETWORKS}},
+    "extra-env": {"extraEnv": [{"name": "POSTFIX_mynetworks", "value": NETWORKS}]},
+    "extra-env-template": {"extraEnv": f"- name: MYNETWORKS\n  value: {NETWORKS!r}\n"},
+}
+
+
+def refusal(values: dict[str, Any]) -> str:
+    """The message the chart fails with for `values`."""
+    with pytest.raises(helm.HelmRenderError) as failure:
+        render(values)
+    return str(failure.value)
+
+
+@pytest.mark.parametrize(("service", "exposure"), EXPOSED.values(), ids=EXPOSED.keys())
+def test_exposed_relay_without_mynetworks_is_refused(
+    service: dict[str, Any], exposure: str
+) -> None:
+    """A LoadBalancer, a NodePort or external IPs with the default mynetworks would be an open
+    relay: rendering fails, naming the exposure and the values that fix it."""
+    message = refusal({"service": service})
+    assert f"reachable from outside the cluster {exposure}" in message
+    assert "every private address (RFC 1918)" in message
+    assert "Set config.postfix.mynetworks" in message
+    assert "networkPolicy.enabled: true" in message
+    assert refusal({"service": service, "networkPolicy": {"enabled": False}}) == message
+
+
+@pytest.mark.parametrize("values", MYNETWORKS_VALUES.values(), ids=MYNETWORKS_VALUES.keys())
+@pytest.mark.parametrize("service", ["LoadBalancer", "NodePort"])
+def test_exposed_relay_renders_with_explicit_mynetworks(
+    values: dict[str, Any], service: str
+) -> None:
+    """mynetworks set by any of the values that reach the container allows an exposed
+    Service, and NOTES.txt names those networks as the ones that may send."""
+    exposed = {**values, "service": {"type": service, "nodeIP": "192.0.2.1"}}
+    manifests = render(exposed)
+    assert one(manifests, "Service", FULLNAME)["spec"]["type"] == service
+    assert find(manifests, "NetworkPolicy") == []
+    text = notes(exposed)
+    assert NETWORKS in text
+    assert "RFC 1918" not in text
+
+
+def test_exposed_relay_renders_with_mynetworks_from_a_reference() -> None:
+    """An extraEnv valueFrom cannot be read when rendering; it is explicit all the same."""
+    source = {"configMapKeyRef": {"name": "relay-clients", "key": "networks"}}
+    values = {
+        "service": {"type": "LoadBalancer"},
+        "extraEnv": [{"name": "POSTFIX_mynetworks", "valueFrom": source}],
+    }
+    assert one(render(values), "Service", FULLNAME)["spec"]["type"] == "LoadBalancer"
+    assert "set by extraEnv POSTFIX_mynetworks (valueFrom)" in notes(values)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"config": {"postfix": {"mynetworks": ""}}},
+        {"config": {"general": {"MYNETWORKS": "  "}}},
+        # env beats envFrom, and an empty value means the image's default
+        {
+            "config": {"postfix": {"mynetworks": NETWORKS}},
+            "extraEnv": [{"name": "POSTFIX_mynetworks", "value": ""}],
+        },
+        # the chart's Secret comes after the ConfigMap
+        {
+            "config": {"postfix": {"mynetworks": NETWORKS}},
+            "secret": {"POSTFIX_mynetworks": ""},
+        },
+    ],
+    ids=["empty", "blank-alias", "emptied-by-extra-env", "emptied-by-secret"],
+)
+def test_empty_mynetworks_is_the_default(values: dict[str, Any]) -> None:
+    """A mynetworks the container sees as empty is the default one: still refused."""
+    assert "RFC 1918" in refusal({**values, "service": {"type": "LoadBalancer"}})
+
+
+def test_mynetworks_in_effect_follows_the_pods_precedence() -> None:
+    """NOTES.txt shows the value the container gets: extraEnv over the chart's Secret over the
+    ConfigMap (config.postfix over config.general), MYNETWORKS over POSTFIX_mynetworks."""
+    config = {"postfix": {"mynetworks": "10.1.0.0/16"}, "general": {"POSTFIX_mynetworks": "x"}}
+    assert "  10.1.0.0/16\n" in notes({"config": config})
+    secret = {"MYNETWORKS": "10.2.0.0/16"}
+    assert "  10.2.0.0/16\n" in notes({"config": config, "secret": secret})
+    extra = [{"name": "POSTFIX_mynetworks", "value": "10.3.0.0/16"}]
+    assert "  10.2.0.0/16\n" in notes({"config": config, "secret": secret, "extraEnv": extra})
+    assert "  10.3.0.0/16\n" in notes({"config": config, "extraEnv": extra})
+
+
+def test_exposed_relay_renders_with_the_network_policy() -> None:
+    """The NetworkPolicy admits only the chosen peers to the submission port: with it, the
+    default mynetworks may stay behind a LoadBalancer."""
+    values = {"service": {"type": "LoadBalancer"}, "networkPolicy": {"enabled": True}}
+    manifests = render(values)
+    assert one(manifests, "Service", FULLNAME)["spec"]["type"] == "LoadBalancer"
+    (rule,) = one(manifests, "NetworkPolicy", FULLNAME)["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {}}]
+    text = notes(values)
+    assert "every private address (RFC 1918)" in text
+    assert f"NetworkPolicy {FULLNAME} admits" in text
+
+
+def test_default_cluster_ip_renders_unchanged() -> None:
+    """The default Service (ClusterIP) needs nothing: the chart passes no mynetworks (the
+    image keeps boky/postfix's default) and adds no NetworkPolicy."""
+    manifests = render({})
+    assert one(manifests, "Service", FULLNAME)["spec"]["type"] == "ClusterIP"
+    assert one(manifests, "ConfigMap", FULLNAME)["data"] == {}
+    assert "env" not in container(manifests)
+    assert find(manifests, "NetworkPolicy") == []
+    assert render({"service": {"type": "ClusterIP"}, "networkPolicy": {"enabled": False}}) == (
+        manifests
+    )
+
+
+def test_notes_say_who_may_send() -> None:
+    """NOTES.txt names the networks that may send, the default by what it means, and what
+    exposing the Service needs."""
+    text = notes({})
+    assert "Who may send (no login): clients whose address is in mynetworks" in text
+    assert "every private address (RFC 1918)" in text
+    assert DEFAULT_NETWORKS in text
+    assert "needs config.postfix.mynetworks or" in text
+    assert "networkPolicy.enabled: true" in text
+    assert "NetworkPolicy" not in text.split("Exposing")[0]
+    hidden = notes({"existingSecret": "{{ .Release.Name }}-env"})
+    assert "Secret mail-env is not read here" in hidden
 
 
 def test_kitchensink_uses_every_option() -> None:
@@ -844,6 +1020,17 @@ def test_server_refuses_what_it_cannot_run(values: dict[str, Any], message: str)
     a Service needs a port."""
     with pytest.raises(helm.HelmRenderError, match=message):
         render(server(**values))
+
+
+@pytest.mark.parametrize("service", [s for s, _ in EXPOSED.values()], ids=EXPOSED.keys())
+def test_server_may_be_exposed_without_mynetworks(service: dict[str, Any]) -> None:
+    """The server relays only for logged-in clients (its mynetworks is loopback, for
+    postscreen): an internet-facing Service is what it is for."""
+    manifests = render(server(service=service))
+    assert service_ports(one(manifests, "Service", FULLNAME)) == {
+        name: (port, name) for name, port in SERVER_PORTS.items()
+    }
+    assert "RFC 1918" not in notes(server(service=service))
 
 
 def test_relay_output_is_unchanged_by_the_server_values() -> None:

@@ -109,6 +109,77 @@ echo "preStop: queue empty" >/proc/1/fd/1
 {{- end }}
 {{- end }}
 
+{{/* Relay trust boundary ---------------------------------------------------------------- */}}
+{{/* The mynetworks the values set explicitly, as the container will see it, or "" for the
+image's default (every private address, RFC 1918). Precedence as in the pod: the ConfigMap
+(config.general, then config.postfix), the chart's Secret (envFrom after it), then extraEnv
+(env beats envFrom); MYNETWORKS (the deprecated alias) wins over POSTFIX_mynetworks, and an
+empty value means the default. existingSecret cannot be read when rendering. An extraEnv
+valueFrom yields a description of where the value comes from. */}}
+{{- define "mailstack.mynetworks" -}}
+{{- $names := list "POSTFIX_mynetworks" "MYNETWORKS" }}
+{{- $env := dict }}
+{{- range $names }}
+{{- if hasKey $.Values.config.general . }}
+{{- $_ := set $env . (include "mailstack.envString" (index $.Values.config.general .)) }}
+{{- end }}
+{{- end }}
+{{- if hasKey .Values.config.postfix "mynetworks" }}
+{{- $_ := set $env "POSTFIX_mynetworks" (include "mailstack.envString" .Values.config.postfix.mynetworks) }}
+{{- end }}
+{{- $secret := .Values.secret | default dict }}
+{{- range $names }}
+{{- if hasKey $secret . }}
+{{- $_ := set $env . (include "mailstack.envString" (index $secret .)) }}
+{{- end }}
+{{- end }}
+{{- range (include "mailstack.extraList" (list .Values.extraEnv .) | fromYamlArray) }}
+{{- if and (kindIs "map" .) (has .name $names) }}
+{{- if .valueFrom }}
+{{- $_ := set $env .name (printf "set by extraEnv %s (valueFrom)" .name) }}
+{{- else }}
+{{- $_ := set $env .name (include "mailstack.envString" (.value | default "")) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- $mynetworks := get $env "MYNETWORKS" | default (get $env "POSTFIX_mynetworks") }}
+{{- trim $mynetworks }}
+{{- end }}
+
+{{/* How the relay's Service is reachable from outside the cluster ("" when it is not): a
+LoadBalancer or NodePort type (service.type, or a type in service.spec), or externalIPs
+(service.nodeIP, or service.spec.externalIPs). */}}
+{{- define "mailstack.externalExposure" -}}
+{{- $spec := .Values.service.spec | default dict }}
+{{- $found := list }}
+{{- range (list .Values.service.type (get $spec "type")) }}
+{{- if has . (list "LoadBalancer" "NodePort") }}
+{{- $found = append $found (printf "type %s" .) }}
+{{- end }}
+{{- end }}
+{{- if or .Values.service.nodeIP (get $spec "externalIPs") }}
+{{- $found = append $found "externalIPs" }}
+{{- end }}
+{{- join ", " (uniq $found) }}
+{{- end }}
+
+{{/* Refuse an open relay. The relay lets every client in mynetworks send without a login, and
+by default that is every private address. Through a LoadBalancer, a NodePort or an external IP
+with externalTrafficPolicy: Cluster (or a load balancer that proxies), internet clients reach
+the pod from a node's or the balancer's private address, so they would be trusted too. Such a
+Service needs mynetworks set explicitly or the NetworkPolicy (which admits only the chosen
+peers). The server profile is not subject to this: its mynetworks is loopback (used only by
+postscreen's allow list) and relaying there needs a SASL login, whatever address a client
+arrives from; it is meant to face the internet. */}}
+{{- define "mailstack.checkRelayExposure" -}}
+{{- if not (include "mailstack.isServer" .) }}
+{{- $exposure := include "mailstack.externalExposure" . }}
+{{- if and $exposure (not (include "mailstack.mynetworks" .)) (not .Values.networkPolicy.enabled) }}
+{{- fail (printf "the relay's Service is reachable from outside the cluster (%s) while mynetworks is the default, every private address (RFC 1918): clients that come in through a node arrive with a private address and may relay (an open relay). Set config.postfix.mynetworks to the client addresses allowed to send, or set networkPolicy.enabled: true (networkPolicy.namespaceSelector, podSelector and extraFrom choose who may connect). A mynetworks kept in existingSecret cannot be read when rendering: repeat it in config.postfix.mynetworks" $exposure) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Server profile ---------------------------------------------------------------------- */}}
 {{- define "mailstack.isServer" -}}
 {{- if eq .Values.profile "server" }}true{{ end }}
