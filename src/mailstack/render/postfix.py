@@ -73,14 +73,7 @@ def main_cf_parameters(settings: RelaySettings, paths: Paths, dkim_enabled: bool
         params["relayhost"] = f"[127.0.0.1]:{settings.xoauth2_hop_port}"
         params["smtp_tls_security_level"] = "none"
     if settings.relay_auth is not None:
-        params.update(
-            {
-                "smtp_sasl_auth_enable": "yes",
-                "smtp_sasl_password_maps": f"texthash:{config / 'sasl_passwd'}",
-                "smtp_sasl_security_options": "noanonymous",
-                "smtp_sasl_tls_security_options": "noanonymous",
-            }
-        )
+        params.update(relay_auth_parameters(paths))
     if settings.masqueraded_domains:
         params["masquerade_domains"] = " ".join(settings.masqueraded_domains)
         params["local_header_rewrite_clients"] = "static:all"
@@ -100,6 +93,23 @@ def main_cf_parameters(settings: RelaySettings, paths: Paths, dkim_enabled: bool
             }
         )
     return apply_overrides(params, settings.postfix_overrides)
+
+
+def relay_auth_parameters(paths: Paths) -> dict[str, str]:
+    """SMTP AUTH to the relay host with the password in sasl_passwd, never in clear.
+
+    With smtp_tls_security_level=may, anyone between us and the relay host can strip STARTTLS
+    from its EHLO reply; PLAIN and LOGIN would then carry the password in clear. So plaintext
+    mechanisms are allowed inside TLS only (smtp_sasl_tls_security_options): without TLS
+    Postfix does not authenticate and the mail waits in the queue. Overrides are applied
+    last, so `POSTFIX_smtp_sasl_security_options=noanonymous` allows them without TLS again.
+    """
+    return {
+        "smtp_sasl_auth_enable": "yes",
+        "smtp_sasl_password_maps": f"texthash:{paths.postfix_config / 'sasl_passwd'}",
+        "smtp_sasl_security_options": "noplaintext, noanonymous",
+        "smtp_sasl_tls_security_options": "noanonymous",
+    }
 
 
 def apply_overrides(

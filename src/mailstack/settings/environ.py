@@ -4,6 +4,10 @@ This is the one place that knows the image's conventions: `*_FILE` secrets, the 
 aliases, `POSTFIX_<param>` and `OPENDKIM_<Key>` pass-through (an empty value removes the
 parameter), and the variables Kubernetes injects that look like ours but are not.
 Every problem is collected, so `mailstack check` can report them all at once.
+
+Values end up on lines of configuration files (main.cf, master.cf, opendkim.conf,
+sasl_passwd), so a control character in one is refused: a newline would start a line of the
+value's own choosing (`POSTFIX_smtpd_banner="x<newline>mynetworks = 0.0.0.0/0"`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +57,29 @@ _POSTFIX_SETTINGS = {
     "smtp_tls_security_level": "POSTFIX_smtp_tls_security_level",
 }
 
-_POSTFIX_PARAM = re.compile(r"^[a-z][A-Za-z0-9_]*$")
-_OPENDKIM_KEY = re.compile(r"^[A-Z][A-Za-z0-9]*$")
-_ALL_CAPS = re.compile(r"^[A-Z0-9_]+$")
+_POSTFIX_PARAM = re.compile(r"[a-z][A-Za-z0-9_]*")
+_OPENDKIM_KEY = re.compile(r"[A-Z][A-Za-z0-9]*")
+_ALL_CAPS = re.compile(r"[A-Z0-9_]+")
+
+#: Control characters (C0 but tab, DEL, C1) and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_NAMES = {
+    "\x00": "NUL",
+    "\n": "newline",
+    "\x0b": "vertical tab",
+    "\x0c": "form feed",
+    "\r": "carriage return",
+    "\x1b": "escape",
+    "\x7f": "DEL",
+}
+AUTH_NEEDS_TLS = (
+    "is none, but the relay-host password is sent only inside TLS, so mail would wait in the "
+    "queue for ever; use may or a stronger level, or allow the password in clear with "
+    "POSTFIX_smtp_sasl_security_options=noanonymous"
+)
+CONTROL_CHARACTER = (
+    "contains a control character ({}); a value must fit on one line of a configuration file"
+)
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "ALLOWED_SENDER_DOMAINS": values.parse_domain_list,
@@ -90,6 +114,52 @@ _PLAIN = (
     "MAILSTACK_STOP_TIMEOUT",
     "MAILSTACK_XOAUTH2_PORT",
 )
+#: Whitespace-separated lists: a line break between items is a separator that never reaches
+#: a file (each item is parsed on its own), so only other control characters are refused.
+_LISTS = ("ALLOWED_SENDER_DOMAINS", "MASQUERADED_DOMAINS", "POSTFIX_mynetworks", "MYNETWORKS")
+#: Every other variable whose value is used as text; secrets are checked as they are resolved.
+_SINGLE_LINE = tuple(
+    name
+    for name in (
+        *_PARSERS,
+        *_PLAIN,
+        *DEPRECATED_ALIASES,
+        "MAILSTACK_LISTEN_SMTP",
+        "LOG_FORMAT",
+        "MAILSTACK_ROOT",
+        "POSTFIX_myhostname",
+        "SMTP_HEADER_CHECKS",
+    )
+    if name not in SECRET_VARIABLES and name not in _LISTS
+)
+
+
+def control_character(text: str) -> str | None:
+    """The name of the first control character in `text` (tabs are allowed), or None."""
+    found = _CONTROL.search(text)
+    if found is None:
+        return None
+    char = found.group()
+    return _CONTROL_NAMES.get(char, f"U+{ord(char):04X}")
+
+
+def refuse_control_characters(
+    env: Mapping[str, str],
+    names: Iterable[str],
+    problems: list[Problem],
+    *,
+    lists: Iterable[str] = (),
+) -> None:
+    """A problem for each set variable in `names` or `lists` whose value holds a control
+    character; in `lists`, whitespace of any kind separates items and is allowed."""
+    checks = [(name, False) for name in names] + [(name, True) for name in lists]
+    for name, is_list in checks:
+        value = env.get(name)
+        if value is None:
+            continue
+        found = control_character(re.sub(r"\s", " ", value) if is_list else value)
+        if found:
+            problems.append(Problem(name, CONTROL_CHARACTER.format(found)))
 
 
 def _read_secret_file(path: str) -> str:
@@ -97,12 +167,17 @@ def _read_secret_file(path: str) -> str:
     return text.removesuffix("\n").removesuffix("\r")
 
 
-def _resolve_secrets(env: dict[str, str], problems: list[Problem]) -> None:
-    """Replace `<NAME>_FILE` by `<NAME>`; setting both is an error, as is an unreadable file."""
+def resolve_secrets(env: dict[str, str], problems: list[Problem]) -> None:
+    """Replace `<NAME>_FILE` by `<NAME>`; setting both is an error, as is an unreadable file.
+
+    A secret goes into a file verbatim (sasl_passwd, the token store), so a control character
+    anywhere in it is an error too; of a file's contents only one final line break is dropped.
+    """
     for name in SECRET_VARIABLES:
         file_var = f"{name}_FILE"
         file_path = env.pop(file_var, None)
         if not file_path:
+            refuse_control_characters(env, [name], problems)
             continue
         if env.get(name):
             problems.append(Problem(name, f"set both {name} and {file_var}; set only one"))
@@ -112,6 +187,16 @@ def _resolve_secrets(env: dict[str, str], problems: list[Problem]) -> None:
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             problems.append(Problem(file_var, f"cannot read {file_path}: {reason}"))
+            continue
+        found = control_character(env[name])
+        if found:
+            problems.append(
+                Problem(
+                    file_var,
+                    f"{file_path} {CONTROL_CHARACTER.format(found)} "
+                    "(only one final line break is dropped)",
+                )
+            )
 
 
 def _apply_deprecated(env: dict[str, str], notices: list[str]) -> None:
@@ -121,22 +206,33 @@ def _apply_deprecated(env: dict[str, str], notices: list[str]) -> None:
             env[new] = env[old]
 
 
-def _collect_prefixed(
-    env: Mapping[str, str], prefix: str, pattern: re.Pattern[str], problems: list[Problem]
+def collect_prefixed(
+    env: Mapping[str, str],
+    prefix: str,
+    pattern: re.Pattern[str],
+    problems: list[Problem],
+    settings: Collection[str] = (),
 ) -> dict[str, str | None]:
-    """`PREFIX<key>=value` pairs; an empty value means "remove the key" (None)."""
+    """`PREFIX<key>=value` pairs; an empty value means "remove the key" (None).
+
+    Keys in `settings` are first-class settings the caller reads itself: left out here.
+    A value goes into the config file as it is, so a control character in it is a problem.
+    """
     result: dict[str, str | None] = {}
     for name, value in env.items():
         if not name.startswith(prefix):
             continue
         key = name[len(prefix) :]
-        if _ALL_CAPS.match(key):
+        if _ALL_CAPS.fullmatch(key):
             # Kubernetes service links (POSTFIX_SERVICE_HOST, POSTFIX_MAIL_SERVICE_PORT ...)
             log.debug("ignoring %s: not a configuration key (service link?)", name)
             continue
-        if not pattern.match(key):
+        if not pattern.fullmatch(key):
             problems.append(Problem(name, f"{key!r} is not a valid configuration key name"))
             continue
+        if key in settings:
+            continue
+        refuse_control_characters(env, [name], problems)
         result[key] = value if value.strip() else None
     return result
 
@@ -170,7 +266,8 @@ def load_relay_settings(
     env = dict(environ)
     problems: list[Problem] = []
     notices = notices if notices is not None else []
-    _resolve_secrets(env, problems)
+    refuse_control_characters(env, _SINGLE_LINE, problems, lists=_LISTS)
+    resolve_secrets(env, problems)
     _apply_deprecated(env, notices)
 
     raw: dict[str, Any] = {}
@@ -200,15 +297,15 @@ def load_relay_settings(
     if not root.is_absolute():
         problems.append(Problem("MAILSTACK_ROOT", f"must be an absolute path (got {root})"))
     raw["MAILSTACK_ROOT"] = root
-    hostname = env.get("POSTFIX_myhostname", "").strip() or env.get("HOSTNAME", "").strip()
-    raw["POSTFIX_myhostname"] = hostname or socket.gethostname()
+    raw["POSTFIX_myhostname"] = myhostname(env, problems) or socket.gethostname()
     if "SMTP_HEADER_CHECKS" in env:
         config_dir = Paths(root).postfix_config
         raw["SMTP_HEADER_CHECKS"] = _header_checks(env["SMTP_HEADER_CHECKS"], config_dir, problems)
 
-    postfix = _collect_prefixed(env, "POSTFIX_", _POSTFIX_PARAM, problems)
-    raw["POSTFIX_*"] = {k: v for k, v in postfix.items() if k not in _POSTFIX_SETTINGS}
-    raw["OPENDKIM_*"] = _collect_prefixed(env, "OPENDKIM_", _OPENDKIM_KEY, problems)
+    raw["POSTFIX_*"] = collect_prefixed(
+        env, "POSTFIX_", _POSTFIX_PARAM, problems, settings=_POSTFIX_SETTINGS
+    )
+    raw["OPENDKIM_*"] = collect_prefixed(env, "OPENDKIM_", _OPENDKIM_KEY, problems)
 
     _cross_checks(raw, problems)
     settings: RelaySettings | None = None
@@ -222,6 +319,15 @@ def load_relay_settings(
     return settings
 
 
+def myhostname(env: Mapping[str, str], problems: list[Problem]) -> str:
+    """POSTFIX_myhostname, else HOSTNAME (checked like a setting when it is the one used)."""
+    hostname = env.get("POSTFIX_myhostname", "").strip()
+    if hostname or not env.get("HOSTNAME", "").strip():
+        return hostname
+    refuse_control_characters(env, ["HOSTNAME"], problems)
+    return env["HOSTNAME"].strip()
+
+
 def _cross_checks(raw: Mapping[str, Any], problems: list[Problem]) -> None:
     """Rules that involve several variables, checked even when single fields failed."""
     if not raw.get("ALLOWED_SENDER_DOMAINS") and not raw.get("ALLOW_EMPTY_SENDER_DOMAINS"):
@@ -230,6 +336,8 @@ def _cross_checks(raw: Mapping[str, Any], problems: list[Problem]) -> None:
         raw.get("RELAYHOST") and raw.get("RELAYHOST_USERNAME")
     ):
         problems.append(Problem("XOAUTH2_CLIENT_ID", XOAUTH2_NEEDS_RELAYHOST))
+    if _password_needs_tls(raw) and raw.get("POSTFIX_smtp_tls_security_level") == "none":
+        problems.append(Problem("POSTFIX_smtp_tls_security_level", AUTH_NEEDS_TLS))
     metrics = raw.get("MAILSTACK_METRICS_LISTEN")
     if metrics is not None:
         for name, field in (
@@ -241,6 +349,20 @@ def _cross_checks(raw: Mapping[str, Any], problems: list[Problem]) -> None:
                 problems.append(
                     Problem("MAILSTACK_METRICS_LISTEN", f"{metrics} clashes with {name}={mail}")
                 )
+
+
+def _password_needs_tls(raw: Mapping[str, Any]) -> bool:
+    """Whether the relay-host password is sent only inside TLS, as rendered by default
+    (see render.postfix.relay_auth_parameters) unless POSTFIX_smtp_sasl_security_options
+    allows plaintext mechanisms."""
+    password_auth = (
+        raw.get("RELAYHOST")
+        and raw.get("RELAYHOST_USERNAME")
+        and raw.get("RELAYHOST_PASSWORD")
+        and not (raw.get("XOAUTH2_CLIENT_ID") or raw.get("XOAUTH2_SECRET"))
+    )
+    override = raw.get("POSTFIX_*", {}).get("smtp_sasl_security_options")
+    return bool(password_auth) and (override is None or "noplaintext" in override)
 
 
 def _problems_from(exc: ValidationError) -> list[Problem]:

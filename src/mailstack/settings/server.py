@@ -22,10 +22,12 @@ from mailstack.settings import values
 from mailstack.settings.environ import (
     _OPENDKIM_KEY,
     _POSTFIX_PARAM,
-    _collect_prefixed,
     _dedupe,
     _problems_from,
-    _resolve_secrets,
+    collect_prefixed,
+    myhostname,
+    refuse_control_characters,
+    resolve_secrets,
 )
 from mailstack.settings.model import LogFormat, TlsLevel
 from mailstack.settings.values import DkimSelectors, HostPort, RelayHost
@@ -44,6 +46,25 @@ DEFAULT_MESSAGE_SIZE_LIMIT = 50 * 1024 * 1024
 
 #: POSTFIX_<param> variables that are first-class settings here.
 _POSTFIX_SETTINGS = {"myhostname", "message_size_limit", "smtp_tls_security_level"}
+
+#: Variables used as text (secrets are checked as they are resolved): no control characters.
+_SINGLE_LINE = (
+    "RELAYHOST",
+    "POSTFIX_message_size_limit",
+    "DKIM_SELECTOR",
+    "TZ",
+    "MAILSTACK_DATABASE_URL",
+    "MAILSTACK_MAIL_USER",
+    "POSTFIX_smtp_tls_security_level",
+    "MAILSTACK_STOP_TIMEOUT",
+    "LOG_FORMAT",
+    "MAILSTACK_ROOT",
+    "POSTFIX_myhostname",
+    "MAILSTACK_TLS_CERT_FILE",
+    "MAILSTACK_TLS_KEY_FILE",
+    "MAILSTACK_METRICS_LISTEN",
+    *(variable for variable, _ in LISTENERS.values()),
+)
 
 
 class ServerSettings(BaseModel):
@@ -159,7 +180,8 @@ def load_server_settings(environ: Mapping[str, str]) -> ServerSettings:
     """Validate the environment into ServerSettings, or raise ConfigError with every problem."""
     env = dict(environ)
     problems: list[Problem] = []
-    _resolve_secrets(env, problems)
+    refuse_control_characters(env, _SINGLE_LINE, problems)
+    resolve_secrets(env, problems)
     raw: dict[str, Any] = {}
     parsers = {
         "RELAYHOST": values.parse_relayhost,
@@ -195,17 +217,17 @@ def load_server_settings(environ: Mapping[str, str]) -> ServerSettings:
     if not root.is_absolute():
         problems.append(Problem("MAILSTACK_ROOT", f"must be an absolute path (got {root})"))
     raw["MAILSTACK_ROOT"] = root
-    hostname = env.get("POSTFIX_myhostname", "").strip() or env.get("HOSTNAME", "").strip()
-    raw["POSTFIX_myhostname"] = hostname or socket.getfqdn()
+    raw["POSTFIX_myhostname"] = myhostname(env, problems) or socket.getfqdn()
     _listeners(env, raw, problems)
     _tls_files(env, raw, problems)
     _mail_user(raw.get("MAILSTACK_MAIL_USER", "vmail"), problems)
     if raw.get("RELAYHOST_USERNAME") and not raw.get("RELAYHOST"):
         problems.append(Problem("RELAYHOST_USERNAME", "is set but RELAYHOST is not"))
 
-    postfix = _collect_prefixed(env, "POSTFIX_", _POSTFIX_PARAM, problems)
-    raw["POSTFIX_*"] = {k: v for k, v in postfix.items() if k not in _POSTFIX_SETTINGS}
-    raw["OPENDKIM_*"] = _collect_prefixed(env, "OPENDKIM_", _OPENDKIM_KEY, problems)
+    raw["POSTFIX_*"] = collect_prefixed(
+        env, "POSTFIX_", _POSTFIX_PARAM, problems, settings=_POSTFIX_SETTINGS
+    )
+    raw["OPENDKIM_*"] = collect_prefixed(env, "OPENDKIM_", _OPENDKIM_KEY, problems)
     settings: ServerSettings | None = None
     try:
         settings = ServerSettings.model_validate(raw)
