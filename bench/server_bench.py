@@ -42,7 +42,8 @@ def program(pid: int) -> str:
     words = [a.decode(errors="replace") for a in argv if a]
     if words and "python" in Path(words[0]).name:
         module = words[words.index("-m") + 1] if "-m" in words else "python"
-        return "mailstack (supervisor)" if module == "mailstack" else module
+        supervisor = module in ("mailstack", "mailstack.runtime.supervise")
+        return "mailstack (supervisor)" if supervisor else module
     return Path(words[0]).name if words else "?"
 
 

@@ -6,9 +6,9 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -18,6 +18,9 @@ from mailstack.errors import ConfigError, DaemonError, ExitCode, MailstackError
 from mailstack.log import configure_logging, register_secret
 from mailstack.paths import Paths
 from mailstack.settings import RelaySettings, load_relay_settings
+
+if TYPE_CHECKING:
+    from mailstack.runtime.plan import Plan
 
 app = typer.Typer(
     add_completion=False,
@@ -85,7 +88,9 @@ def render(
         raise typer.Exit(ExitCode.CONFIG) from None
     paths = Paths(settings.root)
     keys = signing_keys(settings, paths)
-    files = render_postfix(settings, paths, bool(keys)) + render_opendkim(settings, paths, keys)
+    files = render_postfix(settings, paths, bool(keys)) + render_opendkim(
+        settings, paths, keys, log_why=settings.inbound_debugging
+    )
     for item in files:
         target = out / item.path.relative_to(paths.root)
         write_atomic(target, item.content, item.mode)
@@ -119,7 +124,7 @@ def run(profile: Profile = "relay") -> None:
         _run_server()
         return
     from mailstack.runtime.prepare import prepare
-    from mailstack.runtime.supervisor import Supervisor
+    from mailstack.runtime.relay import relay_plan, relay_secrets
 
     notices: list[str] = []
     try:
@@ -127,24 +132,13 @@ def run(profile: Profile = "relay") -> None:
     except ConfigError as exc:
         _config_failure(exc)
     configure_logging(settings.log_format, settings.force_color)
-    for secret in (
-        settings.relayhost_password,
-        settings.xoauth2_client_id,
-        settings.xoauth2_secret,
-        settings.xoauth2_initial_access_token,
-        settings.xoauth2_initial_refresh_token,
-    ):
-        register_secret(secret.get_secret_value() if secret else None)
+    for secret in relay_secrets(settings):
+        register_secret(secret)
     for notice in notices:
         log.warning("%s", notice)
     log.info("mailstack %s starting (relay profile, root %s)", __version__, settings.root)
     paths = Paths(settings.root)
-
-    async def supervise() -> int:
-        prepared = prepare(settings, paths)
-        return await Supervisor(settings, paths, prepared).run()
-
-    _supervise(supervise)
+    _start(lambda: relay_plan(settings, paths, prepare(settings, paths)))
 
 
 def _config_failure(exc: ConfigError) -> NoReturn:
@@ -155,10 +149,12 @@ def _config_failure(exc: ConfigError) -> NoReturn:
     raise typer.Exit(ExitCode.CONFIG) from None
 
 
-def _supervise(supervise: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
-    """Run the supervisor; turn mailstack's errors into one log line and an exit code."""
+def _start(make_plan: Callable[[], Plan]) -> NoReturn:
+    """Prepare and plan here, then hand over to the lean supervisor (same process id)."""
+    from mailstack.runtime.supervise import exec_supervisor
+
     try:
-        code = asyncio.run(supervise())
+        plan = make_plan()
     except DaemonError as exc:
         for line in exc.log_tail:
             log.error("%s last words: %s", exc.name, line)
@@ -171,12 +167,11 @@ def _supervise(supervise: Callable[[], Coroutine[Any, Any, int]]) -> NoReturn:
     except MailstackError as exc:
         log.error("stopping: %s", exc)
         raise typer.Exit(exc.exit_code) from None
-    log.info("stopped")
-    raise typer.Exit(code)
+    exec_supervisor(plan)
 
 
 def _run_server() -> None:
-    from mailstack.runtime.server import ServerSupervisor, prepare_server
+    from mailstack.runtime.server import prepare_server, server_plan
     from mailstack.settings.server import load_server_settings
 
     try:
@@ -188,12 +183,7 @@ def _run_server() -> None:
     register_secret(password.get_secret_value() if password else None)
     log.info("mailstack %s starting (server profile, root %s)", __version__, settings.root)
     paths = Paths(settings.root)
-
-    async def supervise() -> int:
-        prepared = prepare_server(settings, paths)
-        return await ServerSupervisor(settings, paths, prepared).run()
-
-    _supervise(supervise)
+    _start(lambda: server_plan(settings, paths, prepare_server(settings, paths)))
 
 
 @app.command()

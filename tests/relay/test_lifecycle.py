@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -134,3 +135,63 @@ def test_daemon_that_keeps_crashing_stops_mailstack(root: Path, port: int) -> No
         relay.cleanup()
     assert "opendkim: exited 6 times within 300 s" in relay.log
     assert "postfix stopped" in relay.log, "Postfix is stopped cleanly on the way out"
+
+
+def _ours(root: Path) -> list[int]:
+    """Processes whose command line names this test's root (every daemon mailstack starts)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(root).encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_killed_mailstack_leaves_nothing_in_the_way_of_the_next_start(
+    root: Path, port: int
+) -> None:
+    """SIGKILL on the supervisor (a host install killed by the OOM killer, say): the next
+    start stops what the killed one left (Postfix's master, OpenDKIM), gets the same ports
+    and socket, and signs mail again; nothing of the first run is left after it."""
+    env = base_env(
+        root,
+        port,
+        ALLOWED_SENDER_DOMAINS="example.com",
+        DKIM_AUTOGENERATE="1",
+        RELAYHOST=f"[127.0.0.1]:{free_port()}",  # nobody there: the mail waits in the queue
+    )
+    relay = Relay(root, env).start()
+    assert relay.proc is not None
+    os.kill(relay.proc.pid, signal.SIGKILL)
+    relay.proc.wait(10)
+    first_run = set(_ours(root))
+    try:
+        assert first_run, "a daemon the kernel does not stop outlives its parent"
+        with running_relay(root, env) as again:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.sendmail(
+                    "app@example.com", ["x@example.net"], message("app@example.com", "x")
+                )
+            wait_for(lambda: "DKIM-Signature field added" in again.log, 30, "a signature")
+            assert not first_run & set(_ours(root))
+    finally:
+        for pid in first_run:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_sighup_stops_gracefully(root: Path, port: int) -> None:
+    """SIGHUP (a closed terminal) stops like SIGTERM: exit 0, no daemon left behind."""
+    env = base_env(root, port, ALLOWED_SENDER_DOMAINS="example.com", DKIM_AUTOGENERATE="1")
+    relay = Relay(root, env).start()
+    try:
+        assert relay.proc is not None
+        relay.proc.send_signal(signal.SIGHUP)
+        assert relay.wait_exit(40) == 0
+        assert "received SIGHUP: stopping" in relay.log
+        wait_for(lambda: not _ours(root), 20, "every daemon to end")
+    finally:
+        relay.cleanup()

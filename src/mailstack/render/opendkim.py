@@ -7,26 +7,37 @@ after mailstack's own values.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from mailstack.dkim.keys import DomainKey
 from mailstack.paths import Paths
 from mailstack.render.files import GENERATED_HEADER, RenderedFile
-from mailstack.settings.model import RelaySettings
-from mailstack.settings.server import ServerSettings
 
-Settings = RelaySettings | ServerSettings
+
+class DkimSettings(Protocol):
+    """What OpenDKIM's files depend on; both profiles' settings have it."""
+
+    @property
+    def opendkim_overrides(self) -> Mapping[str, str | None]: ...
+
+    @property
+    def dkim_sign_subdomains(self) -> bool: ...
+
 
 SIGN_HEADERS = "From,Sender,To,CC,Subject,Message-Id,Date,MIME-Version,Content-Type,Reply-To"
 
 
-def opendkim_parameters(settings: Settings, paths: Paths, mode: str = "sv") -> dict[str, str]:
+def opendkim_parameters(
+    settings: DkimSettings, paths: Paths, mode: str = "sv", *, log_why: bool = False
+) -> dict[str, str]:
     """mode `sv` (the relay, as boky/postfix) or `s` (the server: only submission mail
-    passes the milter, inbound verification is the spam filter's job)."""
+    passes the milter, inbound verification is the spam filter's job). `log_why`: the
+    relay's INBOUND_DEBUGGING."""
     conf = paths.opendkim_config
     params = {
         "Syslog": "yes",
         "SyslogSuccess": "yes",
-        "LogWhy": "yes" if settings.inbound_debugging else "no",
+        "LogWhy": "yes" if log_why else "no",
         "Mode": mode,
         "Canonicalization": "relaxed/simple",
         "SignatureAlgorithm": "rsa-sha256",
@@ -72,14 +83,18 @@ def render_signing_table(keys: Sequence[DomainKey], subdomains: bool) -> str:
 
 
 def render_opendkim(
-    settings: Settings, paths: Paths, keys: Sequence[DomainKey], mode: str = "sv"
+    settings: DkimSettings,
+    paths: Paths,
+    keys: Sequence[DomainKey],
+    mode: str = "sv",
+    *,
+    log_why: bool = False,
 ) -> list[RenderedFile]:
     conf = paths.opendkim_config
     trusted = "# every client Postfix accepted is ours to sign for\n0.0.0.0/0\n::/0\n"
+    params = opendkim_parameters(settings, paths, mode, log_why=log_why)
     return [
-        RenderedFile(
-            conf / "opendkim.conf", render_opendkim_conf(opendkim_parameters(settings, paths, mode))
-        ),
+        RenderedFile(conf / "opendkim.conf", render_opendkim_conf(params)),
         RenderedFile(conf / "KeyTable", render_key_table(keys)),
         RenderedFile(
             conf / "SigningTable", render_signing_table(keys, settings.dkim_sign_subdomains)

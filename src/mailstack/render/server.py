@@ -24,6 +24,7 @@ from mailstack.render.postfix import (
     CA_BUNDLE,
     CLOSING_OPTIONS,
     apply_overrides,
+    relay_auth_parameters,
     render_main_cf,
     render_sasl_passwd,
 )
@@ -116,14 +117,8 @@ def server_main_cf_parameters(
     if settings.relayhost is not None:
         params["relayhost"] = settings.relayhost.text
     if settings.relay_auth is not None:
-        params.update(
-            {
-                "smtp_sasl_auth_enable": "yes",
-                "smtp_sasl_password_maps": f"texthash:{paths.postfix_config / 'sasl_passwd'}",
-                "smtp_sasl_security_options": "noanonymous",
-                "smtp_sasl_tls_security_options": "noanonymous",
-            }
-        )
+        # the password only inside TLS, as in the relay (see relay_auth_parameters)
+        params.update(relay_auth_parameters(paths))
     if dkim_enabled:
         params.update(
             {

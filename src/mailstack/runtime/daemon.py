@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from mailstack.errors import DaemonError
 from mailstack.log import DaemonLine, emit_daemon_lines
 from mailstack.runtime.logparse import LineObserver, LogRecord
+from mailstack.runtime.orphans import die_with_parent
 
 log = logging.getLogger("mailstack.supervisor")
 
@@ -63,6 +64,7 @@ class Daemon:
             stderr=asyncio.subprocess.PIPE,
             env=self.env,
             limit=1 << 20,
+            preexec_fn=die_with_parent,
         )
         assert self.process.stdout is not None  # noqa: S101 - we asked for pipes
         assert self.process.stderr is not None  # noqa: S101

@@ -15,18 +15,15 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from mailstack.errors import DaemonError
-from mailstack.paths import Paths
-from mailstack.render.postfix import render_master_cf
 from mailstack.runtime.daemon import Daemon
 from mailstack.runtime.files import write_atomic
 from mailstack.runtime.logparse import parse_postfix_line
+from mailstack.runtime.plan import PostfixPlan
 from mailstack.runtime.probes import smtp_ready
-from mailstack.settings.model import RelaySettings
-from mailstack.settings.values import HostPort
+from mailstack.settings.values import parse_listen
 
 log = logging.getLogger("mailstack.postfix")
 
@@ -35,12 +32,12 @@ log = logging.getLogger("mailstack.postfix")
 DAEMON_DIRECTORIES = ("/usr/lib/postfix/sbin", "/usr/libexec/postfix")
 
 
-def daemon_directory(paths: Paths, env: dict[str, str]) -> str:
+def daemon_directory(config_dir: Path, env: dict[str, str]) -> str:
     for folder in DAEMON_DIRECTORIES:
         if Path(folder, "master").is_file():
             return folder
     result = subprocess.run(
-        ["postconf", "-c", str(paths.postfix_config), "-h", "daemon_directory"],
+        ["postconf", "-c", str(config_dir), "-h", "daemon_directory"],
         env=env,
         capture_output=True,
         text=True,
@@ -89,34 +86,20 @@ def group_alive(pgid: int) -> bool:
 class Postfix(Daemon):
     """The Postfix master and, through its process group, every Postfix process."""
 
-    def __init__(
-        self,
-        settings: RelaySettings,
-        paths: Paths,
-        env: dict[str, str],
-        *,
-        listeners: list[HostPort] | None = None,
-        master_cf: Callable[[bool], str] | None = None,
-    ) -> None:
-        """The relay by default; the server profile passes its own listeners and master.cf
-        (the first listener is the one probed for readiness, with EHLO)."""
-        self.settings = settings
-        self.paths = paths
-        if listeners is None:
-            listeners = [settings.listen_submission]
-            if settings.listen_smtp is not None:
-                listeners.append(settings.listen_smtp)
-        self.listeners = listeners
-        self.master_cf = master_cf or (
-            lambda accepting: render_master_cf(settings, accepting=accepting)
-        )
-        master = str(Path(daemon_directory(paths, env), "master"))
+    def __init__(self, plan: PostfixPlan) -> None:
+        """The first listener is the one probed for readiness, with EHLO."""
+        self.plan = plan
+        self.config_dir = Path(plan.config_dir)
+        self.queue_dir = Path(plan.queue_dir)
+        self.listeners = [parse_listen(text) for text in plan.listeners]
+        process = plan.process
         super().__init__(
-            name="postfix",
-            argv=[master, "-c", str(paths.postfix_config), "-s"],
-            env=env,
+            name=process.name,
+            argv=process.argv,
+            env=process.env,
             parse_line=parse_postfix_line,
-            probe=lambda: smtp_ready(listeners[0]),
+            probe=lambda: smtp_ready(self.listeners[0]),
+            ready_timeout=process.ready_timeout,
         )
 
     def check_listeners(self) -> None:
@@ -140,10 +123,8 @@ class Postfix(Daemon):
         await super().start()
 
     def _write_master_cf(self, accepting: bool) -> None:
-        write_atomic(
-            self.paths.postfix_config / "master.cf",
-            self.master_cf(accepting),
-        )
+        text = self.plan.master_cf_accepting if accepting else self.plan.master_cf_closing
+        write_atomic(self.config_dir / "master.cf", text)
 
     def kill_leftovers(self) -> None:
         """After a crash the old master's children may still hold the listeners."""
@@ -154,14 +135,14 @@ class Postfix(Daemon):
 
     async def flush_deferred(self) -> None:
         """Retry mail kept from an earlier run now, not after the next queue scan."""
-        deferred = self.paths.postfix_queue / "deferred"
+        deferred = self.queue_dir / "deferred"
         if not any(p.is_dir() and any(p.iterdir()) for p in deferred.iterdir()):
             return
         log.info("retrying mail deferred before this start")
         proc = await asyncio.create_subprocess_exec(
             "postqueue",
             "-c",
-            str(self.paths.postfix_config),
+            str(self.config_dir),
             "-f",
             env=self.env,
             stdout=asyncio.subprocess.DEVNULL,
@@ -205,4 +186,33 @@ class Postfix(Daemon):
             await asyncio.wait_for(proc.wait(), 5)
         await self.drain_output()
         self._write_master_cf(accepting=True)
-        log.info("postfix stopped; the queue stays in %s", self.paths.postfix_queue)
+        log.info("postfix stopped; the queue stays in %s", self.queue_dir)
+
+
+def postfix_plan(
+    config_dir: Path,
+    queue_dir: Path,
+    env: dict[str, str],
+    listeners: list[str],
+    master_cf_accepting: str,
+    master_cf_closing: str,
+) -> PostfixPlan:
+    """Postfix's part of a plan: `master -s` on the rendered configuration folder."""
+    from mailstack.runtime.plan import Probe, Process
+
+    master = str(Path(daemon_directory(config_dir, env), "master"))
+    process = Process(
+        name="postfix",
+        argv=[master, "-c", str(config_dir), "-s"],
+        env=env,
+        probes=[Probe("smtp", listeners[0])],
+        log_parser="postfix",
+    )
+    return PostfixPlan(
+        process=process,
+        config_dir=str(config_dir),
+        queue_dir=str(queue_dir),
+        master_cf_accepting=master_cf_accepting,
+        master_cf_closing=master_cf_closing,
+        listeners=listeners,
+    )

@@ -26,6 +26,7 @@ from mailstack.paths import Paths
 from mailstack.render.opendkim import render_opendkim
 from mailstack.render.postfix import render_postfix
 from mailstack.runtime.files import ensure_dir, materialise, write_atomic
+from mailstack.runtime.orphans import stop_leftover
 from mailstack.settings.model import RelaySettings
 
 log = logging.getLogger("mailstack.prepare")
@@ -65,19 +66,20 @@ def postfix_command(paths: Paths, *args: str) -> list[str]:
     return ["postfix", "-c", str(paths.postfix_config), *args]
 
 
-def child_environment(settings: RelaySettings, paths: Paths) -> dict[str, str]:
+def child_environment(tz: str | None, paths: Paths) -> dict[str, str]:
     """The whole environment a daemon gets: no secrets, nothing inherited by accident."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "MAIL_CONFIG": str(paths.postfix_config),
         "LANG": "C.UTF-8",
     }
-    if settings.tz:
-        env["TZ"] = settings.tz
+    if tz:
+        env["TZ"] = tz
     return env
 
 
-def _setup_dirs(paths: Paths) -> None:
+def setup_dirs(paths: Paths) -> None:
+    """The folders both profiles need: Postfix's, OpenDKIM's, the run folder."""
     ensure_dir(paths.postfix_config)
     ensure_dir(paths.postfix_queue, 0o755, "root", "root")
     ensure_dir(paths.postfix_data, 0o700, "postfix", "postfix")
@@ -86,6 +88,10 @@ def _setup_dirs(paths: Paths) -> None:
     ensure_dir(paths.run, 0o755)
     ensure_dir(paths.opendkim_run, 0o750, "opendkim", "postfix")
     ensure_dir(paths.private_dev, 0o755)
+    # Postfix's master forks and OpenDKIM drops root, which clears their parent-death
+    # signal: left by a killed mailstack, they would still hold the ports and the socket
+    stop_leftover(paths.postfix_queue / "pid" / "master.pid", "master")
+    stop_leftover(paths.opendkim_run / "opendkim.pid", "opendkim")
 
 
 def postfix_skeleton(paths: Paths) -> Path | None:
@@ -170,7 +176,7 @@ def _autogenerate_keys(settings: RelaySettings, paths: Paths) -> None:
             )
 
 
-def _make_readable_by_opendkim(private: Path) -> None:
+def make_readable_by_opendkim(private: Path) -> None:
     """OpenDKIM reads keys after dropping privileges; hand it keys it cannot read."""
     user = pwd.getpwnam("opendkim")
     info = private.stat()
@@ -201,29 +207,29 @@ def signing_keys(settings: RelaySettings, paths: Paths) -> list[DomainKey]:
     ]
 
 
-def _check_timezone(tz: str | None) -> None:
+def check_timezone(tz: str | None) -> None:
     if tz and not (ZONEINFO / tz).is_file():
         log.warning("TZ=%s: no such time zone in %s; times stay in UTC", tz, ZONEINFO)
 
 
 def prepare(settings: RelaySettings, paths: Paths) -> Prepared:
     """Create folders, keys and configuration; run init scripts. Raises on any failure."""
-    _check_timezone(settings.tz)
-    _setup_dirs(paths)
+    check_timezone(settings.tz)
+    setup_dirs(paths)
     restore_postfix_stock_files(paths)
     if settings.dkim_autogenerate:
         _autogenerate_keys(settings, paths)
     keys = signing_keys(settings, paths)
     for key in keys:
-        _make_readable_by_opendkim(key.private_key)
+        make_readable_by_opendkim(key.private_key)
     materialise(render_postfix(settings, paths, dkim_enabled=bool(keys)))
-    materialise(render_opendkim(settings, paths, keys))
+    materialise(render_opendkim(settings, paths, keys, log_why=settings.inbound_debugging))
     if keys:
         log.info("DKIM signing for %s", ", ".join(f"{k.domain} (s={k.selector})" for k in keys))
     else:
         log.info("no DKIM keys found: mail is not signed")
-    _postfix_permissions(settings, paths)
-    run_init_scripts(settings, paths)
+    postfix_permissions(paths, child_environment(settings.tz, paths))
+    run_init_scripts(paths)
     return Prepared(dkim_keys=tuple(keys))
 
 
@@ -251,7 +257,7 @@ QUEUE_DIRS = (
 )
 
 
-def _postfix_permissions(settings: RelaySettings, paths: Paths) -> None:
+def postfix_permissions(paths: Paths, env: dict[str, str]) -> None:
     """Create the queue folders. A queue from another image (other postfix uid) is handed to
     `postfix set-permissions`, which re-owns every queue file; that is slow, so only then."""
     postfix_uid = pwd.getpwnam("postfix").pw_uid
@@ -267,7 +273,7 @@ def _postfix_permissions(settings: RelaySettings, paths: Paths) -> None:
     log.warning("queue files belong to another user id; running postfix set-permissions")
     result = subprocess.run(
         postfix_command(paths, "set-permissions"),
-        env=child_environment(settings, paths),
+        env=env,
         capture_output=True,
         text=True,
         check=False,
@@ -287,7 +293,7 @@ def init_scripts(paths: Paths) -> list[Path]:
     return scripts
 
 
-def run_init_scripts(settings: RelaySettings, paths: Paths) -> None:
+def run_init_scripts(paths: Paths) -> None:
     """Run each script with bash; a non-zero exit stops start-up naming the script."""
     deprecated = paths.init_dirs[0]
     env = dict(os.environ)

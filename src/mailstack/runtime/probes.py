@@ -7,7 +7,7 @@ import contextlib
 import socket
 from pathlib import Path
 
-from mailstack.settings.values import HostPort
+from mailstack.settings.values import HostPort, parse_listen
 
 
 async def smtp_ready(address: HostPort, helo: str = "localhost", timeout: float = 5.0) -> bool:
@@ -68,3 +68,13 @@ async def tcp_ready(address: HostPort, timeout: float = 2.0) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
+async def probe_passes(kind: str, target: str) -> bool:
+    """One probe of a plan (`runtime.plan.Probe`): kind unix, tcp or smtp."""
+    if kind == "unix":
+        return await unix_ready(Path(target))
+    address = parse_listen(target)
+    if kind == "tcp":
+        return await tcp_ready(address)
+    return await smtp_ready(address)

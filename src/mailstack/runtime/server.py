@@ -35,22 +35,32 @@ from mailstack.render.server import (
     render_server_postfix,
     tls_files,
 )
-from mailstack.runtime import prepare as relay_prepare
-from mailstack.runtime.daemon import Daemon
 from mailstack.runtime.files import ensure_dir, materialise
-from mailstack.runtime.logparse import LogRecord
-from mailstack.runtime.postfix import Postfix
-from mailstack.runtime.probes import tcp_ready, unix_ready
-from mailstack.runtime.supervisor import Supervisor, opendkim_daemon, syslog_path
-from mailstack.runtime.syslog import SyslogReceiver
+from mailstack.runtime.orphans import stop_leftover
+from mailstack.runtime.plan import Plan, Probe, Process
+from mailstack.runtime.postfix import postfix_plan
+from mailstack.runtime.prepare import (
+    check_timezone,
+    child_environment,
+    generate_key,
+    make_readable_by_opendkim,
+    postfix_permissions,
+    run_init_scripts,
+    setup_dirs,
+)
+from mailstack.runtime.probes import unix_ready
+from mailstack.runtime.profile import (
+    WORKER_USER,
+    assemble_plan,
+    opendkim_with_log,
+    worker_account,
+)
 from mailstack.runtime.tls import ensure_certificate
 from mailstack.settings.server import ServerSettings, database_location
 
 log = logging.getLogger("mailstack.server")
 
 DATABASE_ENV = "MAILSTACK_DATABASE_URL"
-#: The system user the worker runs as (install.sh and the image create it).
-WORKER_USER = "mailstack"
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,8 @@ class PreparedServer:
 
 
 def _setup_server_dirs(settings: ServerSettings, paths: Paths) -> None:
-    relay_prepare._setup_dirs(paths)
+    setup_dirs(paths)
+    stop_leftover(paths.dovecot_run / "master.pid", "dovecot")
     ensure_dir(paths.state, 0o755)
     ensure_dir(paths.mailboxes, 0o750, settings.mail_user, settings.mail_user)
     ensure_dir(paths.dovecot_state, 0o750)
@@ -102,18 +113,7 @@ def _hosted_domains(settings: ServerSettings, paths: Paths, database: str) -> li
 
 
 def _worker_account() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(WORKER_USER)
-    except KeyError:
-        raise ConfigError(
-            [
-                Problem(
-                    "MAILSTACK_PROFILE",
-                    f"the server needs the system user {WORKER_USER!r} to run its Python "
-                    "services without root (scripts/install.sh --server creates it)",
-                )
-            ]
-        ) from None
+    return worker_account("MAILSTACK_PROFILE")
 
 
 def sqlite_file(database: str) -> Path | None:
@@ -157,7 +157,7 @@ def _server_keys(settings: ServerSettings, paths: Paths, domains: list[str]) -> 
     if settings.dkim_autogenerate:
         for domain in domains:
             selector = settings.dkim_selectors.for_domain(domain)
-            record = relay_prepare.generate_key(paths.dkim_keys, domain, selector)
+            record = generate_key(paths.dkim_keys, domain, selector)
             if record is not None:
                 log.warning(
                     "generated a DKIM key for %s; publish its DNS record "
@@ -175,7 +175,7 @@ def _server_keys(settings: ServerSettings, paths: Paths, domains: list[str]) -> 
 
 def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
     """Folders, datastore schema, TLS certificate, DKIM keys, configuration, init scripts."""
-    relay_prepare._check_timezone(settings.tz)
+    check_timezone(settings.tz)
     _setup_server_dirs(settings, paths)
     database = database_location(settings)
     _worker_account()
@@ -187,14 +187,14 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
         ensure_certificate(paths.tls, settings.myhostname)
     keys = _server_keys(settings, paths, domains)
     for key in keys:
-        relay_prepare._make_readable_by_opendkim(key.private_key)
+        make_readable_by_opendkim(key.private_key)
     materialise(render_server_postfix(settings, paths, dkim_enabled=bool(keys)))
     materialise(render_opendkim(settings, paths, keys, mode="s"))
     materialise(render_dovecot(settings, paths))
     if keys:
         log.info("DKIM signing for %s", ", ".join(f"{k.domain} (s={k.selector})" for k in keys))
-    relay_prepare._postfix_permissions(settings, paths)  # type: ignore[arg-type]
-    relay_prepare.run_init_scripts(settings, paths)  # type: ignore[arg-type]
+    postfix_permissions(paths, base_environment(settings, paths))
+    run_init_scripts(paths)
     return PreparedServer(tuple(keys), database, tuple(domains))
 
 
@@ -202,10 +202,10 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
 
 
 def base_environment(settings: ServerSettings, paths: Paths) -> dict[str, str]:
-    return relay_prepare.child_environment(settings, paths)  # type: ignore[arg-type]
+    return child_environment(settings.tz, paths)
 
 
-def worker_daemon(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Daemon:
+def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Process:
     """The worker: lookup service and ManageSieve in one process that drops root."""
     env = base_environment(settings, paths)
     env[DATABASE_ENV] = prepared.database  # by environment: a URL may hold a password
@@ -222,81 +222,49 @@ def worker_daemon(settings: ServerSettings, paths: Paths, prepared: PreparedServ
         "--user",
         WORKER_USER,
     ]
+    probes = [Probe("unix", str(paths.lookup_socket)), Probe("unix", str(paths.dict_socket))]
     managesieve = settings.listen_managesieve
     if managesieve is not None:
         cert, key = tls_files(settings, paths)
         argv += ["--managesieve", str(managesieve), "--cert", cert, "--key", key]
-
-    async def probe() -> bool:
-        ready = await unix_ready(paths.lookup_socket) and await unix_ready(paths.dict_socket)
-        return ready and (managesieve is None or await tcp_ready(managesieve))
-
-    return Daemon(
-        name="worker",
-        argv=argv,
-        env=env,
-        parse_line=lambda line: LogRecord("worker", line, level="info"),
-        probe=probe,
-        ready_timeout=30.0,
-    )
+        probes.append(Probe("tcp", str(managesieve)))
+    # not critical: while it is down the MX answers 4xx and IMAP logins fail, nothing is lost
+    return Process("worker", argv, env, probes, critical=False)
 
 
-def dovecot_daemon(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Daemon:
+def dovecot_process(settings: ServerSettings, paths: Paths) -> Process:
     config = paths.server_config / "dovecot.conf"
+    probes = [
+        Probe("unix", str(paths.dovecot_run / "auth-postfix")),
+        Probe("unix", str(paths.dovecot_run / "lmtp-postfix")),
+    ]
+    argv = ["dovecot", "-F", "-c", str(config)]
+    return Process("dovecot", argv, base_environment(settings, paths), probes)
 
-    async def probe() -> bool:
-        return await unix_ready(paths.dovecot_run / "auth-postfix") and await unix_ready(
-            paths.dovecot_run / "lmtp-postfix"
-        )
 
-    return Daemon(
-        name="dovecot",
-        argv=["dovecot", "-F", "-c", str(config)],
-        env=base_environment(settings, paths),
-        parse_line=lambda line: LogRecord("dovecot", line, level="info"),
-        probe=probe,
-        ready_timeout=30.0,
+def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Plan:
+    """What the server runs, in start order (see the module's docstring)."""
+    env = base_environment(settings, paths)
+    processes = [worker_process(settings, paths, prepared)]
+    syslog: Path | None = None
+    if prepared.dkim_enabled:
+        opendkim, syslog = opendkim_with_log(paths, env)
+        processes.append(opendkim)
+    processes.append(dovecot_process(settings, paths))
+    postfix = postfix_plan(
+        paths.postfix_config,
+        paths.postfix_queue,
+        env,
+        [str(address) for address in listener_addresses(settings)],
+        render_server_master_cf(settings, paths, prepared.dkim_enabled, accepting=True),
+        render_server_master_cf(settings, paths, prepared.dkim_enabled, accepting=False),
     )
-
-
-class ServerSupervisor(Supervisor):
-    """The relay's supervisor with the server's processes and start order."""
-
-    profile = "server"
-
-    def __init__(self, settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> None:
-        super().__init__(settings, paths, prepared)  # type: ignore[arg-type]
-        self.server_settings = settings
-        self.server_prepared = prepared
-
-    async def _start_all(self) -> None:
-        settings, paths, prepared = self.server_settings, self.paths, self.server_prepared
-        self._start_metrics()
-        await self._add(worker_daemon(settings, paths, prepared))
-        if prepared.dkim_enabled:
-            path, isolate = syslog_path(paths)
-            self.syslog = SyslogReceiver(path, observe=self._observe)
-            await self.syslog.start()
-            await self._add(opendkim_daemon(settings, paths, isolate))  # type: ignore[arg-type]
-        await self._add(dovecot_daemon(settings, paths, prepared))
-        env = base_environment(settings, paths)
-        postfix = Postfix(
-            settings,  # type: ignore[arg-type]
-            paths,
-            env,
-            listeners=listener_addresses(settings),
-            master_cf=lambda accepting: render_server_master_cf(
-                settings, paths, prepared.dkim_enabled, accepting
-            ),
-        )
-        await self._add(postfix)
-        await postfix.flush_deferred()
-
-    async def _add(self, daemon: Daemon) -> None:
-        """Start `daemon` (counted in the metrics when they are on) and wait until it is ready."""
-        daemon.observe = self._observe
-        self.daemons.append(daemon)
-        await self._start(daemon)
+    password = settings.relayhost_password
+    secrets = [password.get_secret_value()] if password else []
+    ready_on = settings.listen_submission or settings.listen_smtp
+    return assemble_plan(
+        "server", settings, processes, postfix, ready_on=ready_on, syslog=syslog, secrets=secrets
+    )
 
 
 def mail_folder(paths: Paths, address: str) -> Path:
@@ -307,7 +275,7 @@ def mail_folder(paths: Paths, address: str) -> Path:
 
 async def server_problems(settings: ServerSettings, paths: Paths) -> list[str]:
     """What `mailstack health --profile server` finds wrong; empty when all answers."""
-    from mailstack.runtime.probes import smtp_ready
+    from mailstack.runtime.probes import smtp_ready, tcp_ready
 
     problems = []
     smtp = settings.listen_submission or settings.listen_smtp

@@ -15,17 +15,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from mailstack.errors import DaemonError, ExitCode
-from mailstack.paths import Paths
 from mailstack.runtime.daemon import Daemon
 from mailstack.runtime.logparse import LineObserver, LogRecord
+from mailstack.runtime.plan import Plan, Process
 from mailstack.runtime.postfix import Postfix
-from mailstack.runtime.prepare import Prepared, child_environment
-from mailstack.runtime.probes import unix_ready
+from mailstack.runtime.probes import probe_passes
 from mailstack.runtime.syslog import SyslogReceiver
-from mailstack.settings.model import RelaySettings
 
 if TYPE_CHECKING:
     from mailstack.metrics import MetricsServer
@@ -38,53 +36,69 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
 
 
-def syslog_path(paths: Paths) -> tuple[Path, bool]:
+def syslog_path(root: Path, private_dev: Path) -> tuple[Path, bool]:
     """Where OpenDKIM's syslog lines arrive, and whether it needs a private /dev to get there."""
     real = Path("/dev/log")
-    if paths.root == Path("/") and not real.exists():
+    if root == Path("/") and not real.exists():
         return real, False
-    return paths.private_dev / "log", True
+    return private_dev / "log", True
 
 
-def opendkim_daemon(settings: RelaySettings, paths: Paths, isolate: bool) -> Daemon:
-    argv = ["opendkim", "-f", "-x", str(paths.opendkim_config / "opendkim.conf")]
-    if isolate:
-        devdir = str(paths.private_dev)
-        argv = [sys.executable, "-m", "mailstack.runtime.devlog", devdir, "--", *argv]
+def opendkim_process(
+    config: Path, socket: Path, env: dict[str, str], private_dev: Path | None
+) -> Process:
+    """OpenDKIM in the foreground; with `private_dev`, it logs into our syslog receiver."""
+    from mailstack.runtime.plan import Probe
+
+    argv = ["opendkim", "-f", "-x", str(config)]
+    if private_dev is not None:
+        argv = [sys.executable, "-m", "mailstack.runtime.devlog", str(private_dev), "--", *argv]
+    return Process("opendkim", argv, env, [Probe("unix", str(socket))], ready_timeout=15.0)
+
+
+def daemon_for(process: Process) -> Daemon:
+    """A supervised child from its plan entry."""
+    name = process.name
+
+    async def probe() -> bool:
+        for check in process.probes:
+            if not await probe_passes(check.kind, check.target):
+                return False
+        return True
+
     return Daemon(
-        name="opendkim",
-        argv=argv,
-        env=child_environment(settings, paths),
-        parse_line=lambda line: LogRecord("opendkim", line, level="info"),
-        probe=lambda: unix_ready(paths.opendkim_socket),
-        ready_timeout=15.0,
+        name=name,
+        argv=process.argv,
+        env=process.env,
+        parse_line=lambda line: LogRecord(name, line, level="info"),
+        probe=probe,
+        ready_timeout=process.ready_timeout,
     )
 
 
 class Supervisor:
-    """Owns the daemons of one `mailstack run`."""
+    """Runs one plan: starts its processes in order, restarts them, stops them."""
 
-    profile = "relay"
-
-    def __init__(self, settings: RelaySettings, paths: Paths, prepared: Prepared) -> None:
-        self.settings = settings
-        self.paths = paths
-        self.prepared = prepared
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.profile = plan.profile
         self.stopping = asyncio.Event()
         self.syslog: SyslogReceiver | None = None
         self.daemons: list[Daemon] = []
-        self.hop: Any = None
         self.metrics: MetricsServer | None = None
         self._observe: LineObserver | None = None
         self._crashes: dict[str, list[float]] = {}
+        self._critical = {process.name: process.critical for process in plan.processes}
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP too: a closed terminal (or a `kill -HUP`) stops gracefully, it does not
+        # leave the daemons behind as Python's default action would
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._request_stop, signum)
         try:
             await self._start_all()
-            log.info("ready: accepting mail on %s", self.settings.listen_submission)
+            log.info("%s", self.plan.ready_message)
             await self._watch()
             return ExitCode.OK
         finally:
@@ -101,13 +115,17 @@ class Supervisor:
         Imported here, not at the top: prometheus_client costs start-up time and memory that a
         relay without MAILSTACK_METRICS_LISTEN should not pay.
         """
-        address = self.settings.metrics_listen
+        address = self.plan.metrics_listen
         if address is None:
             return
         from mailstack.metrics import relay_metrics
+        from mailstack.settings.values import parse_listen
 
         counter, self.metrics = relay_metrics(
-            address, self.paths.postfix_queue, lambda: tuple(self.daemons), self.profile
+            parse_listen(address),
+            Path(self.plan.postfix.queue_dir),
+            lambda: tuple(self.daemons),
+            self.profile,
         )
         self._observe = counter.observe
         self.metrics.start()
@@ -115,31 +133,20 @@ class Supervisor:
 
     async def _start_all(self) -> None:
         self._start_metrics()
-        if self.prepared.dkim_enabled:
-            path, isolate = syslog_path(self.paths)
-            self.syslog = SyslogReceiver(path, observe=self._observe)
+        if self.plan.syslog_path is not None:
+            self.syslog = SyslogReceiver(Path(self.plan.syslog_path), observe=self._observe)
             await self.syslog.start()
-            opendkim = opendkim_daemon(self.settings, self.paths, isolate)
-            opendkim.observe = self._observe
-            self.daemons.append(opendkim)
-            await self._start(opendkim)
-        if self.settings.xoauth2_enabled:
-            from mailstack.xoauth2 import XOAuth2Hop, config_from_settings
-
-            self.hop = XOAuth2Hop(
-                config_from_settings(
-                    self.settings,
-                    self.paths.postfix_queue,
-                    listen_port=self.settings.xoauth2_hop_port,
-                )
-            )
-            await self.hop.start()
-            log.info("XOAUTH2 hop listening on 127.0.0.1:%s", self.settings.xoauth2_hop_port)
-        postfix = Postfix(self.settings, self.paths, child_environment(self.settings, self.paths))
-        postfix.observe = self._observe
-        self.daemons.append(postfix)
-        await self._start(postfix)
+        for process in self.plan.processes:
+            await self._add(daemon_for(process))
+        postfix = Postfix(self.plan.postfix)
+        await self._add(postfix)
         await postfix.flush_deferred()
+
+    async def _add(self, daemon: Daemon) -> None:
+        """Start `daemon` (counted in the metrics when they are on) and wait until it is ready."""
+        daemon.observe = self._observe
+        self.daemons.append(daemon)
+        await self._start(daemon)
 
     async def _start(self, daemon: Daemon) -> None:
         await daemon.start()
@@ -161,43 +168,57 @@ class Supervisor:
                 daemon = waits[task]
                 await self._restart(daemon, task.result())
 
-    async def _restart(self, daemon: Daemon, returncode: int) -> None:
-        await daemon.drain_output()
+    def _next_delay(self, daemon: Daemon, returncode: int | None) -> float:
+        """Count a crash; the back-off before the restart. A critical daemon over its budget
+        raises; any other keeps being restarted, BACKOFF_MAX apart."""
         now = time.monotonic()
         crashes = [t for t in self._crashes.get(daemon.name, []) if now - t < RESTART_WINDOW]
         crashes.append(now)
         self._crashes[daemon.name] = crashes
-        if len(crashes) > RESTART_BUDGET:
+        if len(crashes) <= RESTART_BUDGET:
+            return float(min(BACKOFF_START * 2.0 ** (len(crashes) - 1), BACKOFF_MAX))
+        if self._critical.get(daemon.name, True):
             raise DaemonError(
                 daemon.name,
                 f"exited {len(crashes)} times within {RESTART_WINDOW:.0f} s "
                 f"(last exit code {returncode})",
                 list(daemon.tail),
             )
-        delay = min(BACKOFF_START * 2 ** (len(crashes) - 1), BACKOFF_MAX)
-        log.error(
-            "%s exited unexpectedly (code %s); restarting in %.1f s (%d/%d)",
-            daemon.name,
-            returncode,
-            delay,
-            len(crashes),
-            RESTART_BUDGET,
-        )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), delay)
-        if self.stopping.is_set():
-            return
-        daemon.restarts += 1
-        await self._start(daemon)
+        return BACKOFF_MAX
+
+    async def _restart(self, daemon: Daemon, returncode: int | None) -> None:
+        while True:
+            await daemon.drain_output()
+            delay = self._next_delay(daemon, returncode)
+            log.error(
+                "%s exited unexpectedly (code %s); restarting in %.1f s (%d/%d)",
+                daemon.name,
+                returncode,
+                delay,
+                len(self._crashes[daemon.name]),
+                RESTART_BUDGET,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            if self.stopping.is_set():
+                return
+            daemon.restarts += 1
+            try:
+                await self._start(daemon)
+                return
+            except DaemonError as exc:
+                if self._critical.get(daemon.name, True):
+                    raise
+                log.error("%s did not come back: %s", daemon.name, exc.reason)
+                await daemon.stop()
+                returncode = daemon.process.returncode if daemon.process else None
 
     async def _stop_all(self) -> None:
         for daemon in reversed(self.daemons):
             if isinstance(daemon, Postfix):
-                await daemon.graceful_stop(self.settings.stop_timeout)
+                await daemon.graceful_stop(self.plan.stop_timeout)
             else:
                 await daemon.stop()
-        if self.hop is not None:
-            await self.hop.stop()
         if self.syslog is not None:
             await self.syslog.stop()
         if self.metrics is not None:

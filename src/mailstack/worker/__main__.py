@@ -28,41 +28,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--managesieve", help="ManageSieve listener, address:port")
     parser.add_argument("--cert", type=Path, help="TLS certificate (PEM) of the TLS listeners")
     parser.add_argument("--key", type=Path, help="TLS private key (PEM)")
+    parser.add_argument("--xoauth2", type=Path, help="the relay's XOAUTH2 hop: its config file")
     parser.add_argument("--user", help="system user to become once every socket is bound")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    from mailstack.lookup import Endpoint
     from mailstack.settings.values import parse_listen
-    from mailstack.store.engine import create_engine_for
     from mailstack.worker.privileges import drop_privileges
     from mailstack.worker.services import (
         Lookup,
         LookupEndpoints,
         ManageSieve,
         Service,
+        XOAuth2,
         server_tls_context,
     )
 
     mode = int(args.socket_mode, 8)
-    # the supervisor migrated the schema before starting us: no Alembic in this process
-    engine = create_engine_for(args.database)
     services: list[Service] = []
-    if args.socketmap or args.dict:
+    if args.xoauth2:
+        services.append(XOAuth2(args.xoauth2))
+    needs_store = bool(args.socketmap or args.dict or args.managesieve)
+    # the supervisor migrated the schema before starting us: no Alembic in this process
+    engine = None
+    if needs_store:
+        from mailstack.store.engine import create_engine_for
+
+        engine = create_engine_for(args.database)
+    if engine is not None and (args.socketmap or args.dict):
+        from mailstack.lookup import Endpoint
+
         endpoints = LookupEndpoints(
             socketmap=Endpoint.parse(args.socketmap, mode) if args.socketmap else None,
             dict=Endpoint.parse(args.dict, mode) if args.dict else None,
             timeout=args.timeout,
         )
         services.append(Lookup(engine, endpoints))
-    if args.managesieve:
+    if engine is not None and args.managesieve:
         if args.cert is None or args.key is None:
             raise ValueError("--managesieve needs --cert and --key")
         context = server_tls_context(args.cert, args.key)
         services.append(ManageSieve(engine, parse_listen(args.managesieve), context))
     if not services:
-        raise ValueError("no service to run: give --socketmap, --dict or --managesieve")
+        raise ValueError("no service to run: give --socketmap, --dict, --managesieve or --xoauth2")
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -70,22 +79,27 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stopping.set)
     started: list[Service] = []
     try:
+        # Root was needed only to read the TLS keys above; every socket lives in a folder
+        # or on a port the worker's user may use, and files it creates (token files) are its.
+        if args.user:
+            drop_privileges(args.user)
         for service in services:
             await service.start()
             started.append(service)
-        if args.user:
-            drop_privileges(args.user)
         log.info("serving %s", ", ".join(s.name for s in started))
         await stopping.wait()
         log.info("stopping")
     finally:
         for service in reversed(started):
             await service.stop()
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
+    # aiosmtpd logs every SMTP command (addresses included) at INFO: keep only its problems
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     args = parse_args(argv)
     try:
         asyncio.run(serve(args))

@@ -6,6 +6,8 @@ import logging
 import os
 import pwd
 
+from mailstack.runtime.orphans import die_with_parent
+
 log = logging.getLogger(__name__)
 
 
@@ -30,5 +32,6 @@ def drop_privileges(user: str) -> bool:
     os.setuid(entry.pw_uid)
     if os.geteuid() == 0 or os.getuid() == 0:  # setuid must not be undoable
         raise PermissionError(f"could not give up root for {user!r}")
+    die_with_parent()  # changing the user cleared it: end with the supervisor, as before
     log.info("running as %s (uid %d)", user, entry.pw_uid)
     return True

@@ -10,12 +10,14 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import Engine
-
-from mailstack.lookup import Endpoint, LookupService
 from mailstack.settings.values import HostPort
+
+if TYPE_CHECKING:  # each service imports what it needs when it is made
+    from sqlalchemy import Engine
+
+    from mailstack.lookup import Endpoint
 
 
 class Service(Protocol):
@@ -39,6 +41,8 @@ class Lookup:
     name = "lookup"
 
     def __init__(self, engine: Engine, endpoints: LookupEndpoints) -> None:
+        from mailstack.lookup import LookupService
+
         self.service = LookupService(
             engine, socketmap=endpoints.socketmap, dict=endpoints.dict, timeout=endpoints.timeout
         )
@@ -73,3 +77,21 @@ class ManageSieve:
 
     async def stop(self) -> None:
         await self.server.stop()
+
+
+class XOAuth2:
+    """The relay's XOAUTH2 hop (see mailstack.xoauth2), its config read from a 0600 file."""
+
+    name = "xoauth2"
+
+    def __init__(self, config_file: Path) -> None:
+        from mailstack.xoauth2 import XOAuth2Hop
+        from mailstack.xoauth2.config import config_from_json
+
+        self.hop = XOAuth2Hop(config_from_json(config_file.read_text()))
+
+    async def start(self) -> None:
+        await self.hop.start()
+
+    async def stop(self) -> None:
+        await self.hop.stop()

@@ -6,8 +6,9 @@ the XOAUTH2_* variables map onto it; tests and other callers build `HopConfig` d
 
 from __future__ import annotations
 
+import json
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,3 +124,19 @@ def config_from_settings(
         syslog_on_failure=settings.xoauth2_syslog_on_failure,
         helo_name=helo_name or settings.myhostname,
     )
+
+
+def config_to_json(config: HopConfig) -> str:
+    """The config as JSON, secrets included: written only to a 0600 file for the worker."""
+    data = asdict(config)
+    data["token_file"] = str(config.token_file)
+    data["ca_file"] = str(config.ca_file) if config.ca_file else None
+    return json.dumps(data)
+
+
+def config_from_json(text: str) -> HopConfig:
+    data = json.loads(text)
+    data["token_file"] = Path(data["token_file"])
+    data["ca_file"] = Path(data["ca_file"]) if data["ca_file"] else None
+    initial = data.pop("initial_tokens")
+    return HopConfig(**data, initial_tokens=InitialTokens(**initial) if initial else None)

@@ -127,9 +127,11 @@ def _json_object(response: httpx.Response) -> dict[str, object]:
 
 
 def _seconds(value: object) -> float:
+    if not isinstance(value, int | float | str):
+        return _DEFAULT_LIFETIME
     try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        seconds = float(value)
+    except ValueError:
         return _DEFAULT_LIFETIME
     return seconds if math.isfinite(seconds) and seconds > 0 else _DEFAULT_LIFETIME
 
