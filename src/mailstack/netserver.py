@@ -35,16 +35,26 @@ def _remove_stale_socket(path: Path) -> None:
 
 
 class Listener:
-    """Base of a stream server; subclasses implement `handle(reader, writer)`."""
+    """Base of a stream server; subclasses implement `handle(reader, writer)`.
+
+    `max_connections` and `max_per_client` (None: unlimited) bound how many connections are
+    served at once, in all and per client address; one over either is handed to `refuse()`
+    (which a protocol overrides to say why) and closed.
+    """
 
     name = "listener"
     read_limit = 64 * 1024
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_connections: int | None = None, max_per_client: int | None = None
+    ) -> None:
         self._server: asyncio.Server | None = None
         self._tasks: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._per_client: dict[str, int] = {}
         self._path: Path | None = None
         self.address: Address | None = None
+        self.max_connections = max_connections
+        self.max_per_client = max_per_client
 
     async def start(
         self,
@@ -100,11 +110,28 @@ class Listener:
             _remove_stale_socket(self._path)
             self._path = None
 
+    def _over_limit(self, client: str) -> bool:
+        total = self.max_connections is not None and len(self._tasks) >= self.max_connections
+        mine = self._per_client.get(client, 0)
+        return total or (self.max_per_client is not None and mine >= self.max_per_client)
+
+    async def refuse(self, writer: asyncio.StreamWriter) -> None:
+        """Tell a client over the connection limits why it is closed (protocols override)."""
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - always inside a task here
-        self._tasks[task] = writer
         peer = writer.get_extra_info("peername") or "unix"
+        client = peer[0] if isinstance(peer, tuple) else "unix"
+        if self._over_limit(client):
+            log.warning("%s: too many connections; refusing %s", self.name, peer)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await self.refuse(writer)
+            writer.transport.abort()
+            return
+        self._tasks[task] = writer
+        self._per_client[client] = self._per_client.get(client, 0) + 1
         try:
             await self.handle(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
@@ -117,6 +144,9 @@ class Listener:
             log.exception("%s: unexpected error serving %s", self.name, peer)
         finally:
             self._tasks.pop(task, None)
+            left = self._per_client.pop(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

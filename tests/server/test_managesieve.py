@@ -16,6 +16,7 @@ import re
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from sqlalchemy import text
 from mailstack.managesieve import ManageSieveServer
 from mailstack.sieve import SIEVE_EXTENSIONS, SieveCheckUnavailable, check_script
 from mailstack.store import MailStore
+from mailstack.throttle import LoginThrottle
 
 PASSWORD = "correct horse battery"
 ALICE = "alice@example.com"
@@ -68,6 +70,7 @@ def serve(seeded_store: MailStore) -> Iterator[Serve]:
 
     def start(**options: Any) -> ManageSieveServer:
         options.setdefault("auth_failure_delay", 0)
+        options.setdefault("throttle", LoginThrottle(base_delay=0, max_delay=0))
         server = ManageSieveServer(seeded_store, **options)
         servers.append(server)
         loop.run(server.start("127.0.0.1", 0))
@@ -539,10 +542,80 @@ def test_garbage_huge_literals_and_half_lines_leave_the_server_working(
 
 
 def test_idle_clients_are_disconnected(serve: Serve) -> None:
-    port = serve(idle_timeout=0.2).port
+    """A silent client is dropped: before login after the short pre-login timeout, after
+    login only after the long one."""
+    port = serve(prelogin_idle_timeout=0.2, idle_timeout=60).port
     with raw(port) as conn:
         assert conn.line() == b'BYE "no command for too long, closing the connection"'
         assert conn.closed()
+    with raw(port) as conn:
+        assert conn.login().startswith(b"OK")
+        time.sleep(0.6)  # three pre-login timeouts: a logged-in session stays
+        assert conn.command(b"NOOP").startswith(b"OK")
+    port = serve(idle_timeout=0.2).port
+    with raw(port) as conn:
+        assert conn.login().startswith(b"OK")
+        assert conn.line() == b'BYE "no command for too long, closing the connection"'
+
+
+def test_big_literals_before_login_end_the_connection(serve: Serve) -> None:
+    """Before login nobody needs more than a few KB: a bigger literal ends the connection at
+    once instead of being read (an attacker cannot park megabytes in the worker)."""
+    port = serve().port
+    with raw(port) as conn:
+        conn.send(b'AUTHENTICATE "PLAIN" {10000+}\r\n')
+        assert conn.reply()[-1].startswith(b"BYE")
+        assert conn.closed()
+    with raw(port) as conn:  # the same after login is read, refused with NO, and skipped
+        assert conn.login().startswith(b"OK")
+        reply = conn.command(b"CHECKSCRIPT {10000+}\r\n" + b"#" * 10000)
+        assert reply.startswith(b"OK") or reply.startswith(b"NO"), reply
+        assert conn.command(b"NOOP").startswith(b"OK")
+
+
+def test_connections_are_limited_per_client_and_in_all(serve: Serve) -> None:
+    """One client address cannot hold more than its share; the rest get BYE and a close."""
+    port = serve(max_per_client=2, max_connections=50).port
+    first, second = Raw(port), Raw(port)
+    try:
+        third = socket.create_connection(("127.0.0.1", port), timeout=20)
+        with third:
+            assert b'BYE "too many connections' in third.recv(4096)
+        second.close()
+        again = Raw(port)  # a freed place is free again
+        assert again.command(b"NOOP").startswith(b"OK")
+        again.close()
+    finally:
+        first.close()
+        second.close()
+    port = serve(max_per_client=10, max_connections=1).port
+    with raw(port) as conn:
+        other = socket.create_connection(
+            ("127.0.0.1", port), timeout=20, source_address=("127.0.0.2", 0)
+        )
+        with other:
+            assert b'BYE "too many connections' in other.recv(4096)
+        assert conn.command(b"NOOP").startswith(b"OK")
+
+
+def test_failed_logins_slow_down_the_address_and_the_account(serve: Serve) -> None:
+    """Failures are counted across connections, for the client address and the account
+    (known or not), in the throttle every login path shares."""
+    throttle = LoginThrottle(base_delay=0.01, max_delay=0.05)
+    port = serve(throttle=throttle).port
+    assert throttle.delay("127.0.0.1", ALICE) == 0
+    with raw(port) as conn:
+        assert conn.login(password="wrong").startswith(b"NO")
+    assert throttle.delay("127.0.0.9", ALICE) > 0  # the account, from anywhere
+    assert throttle.delay("127.0.0.1", "carol@example.com") > 0  # the address, any account
+    with raw(port) as conn:  # an unknown account counts the same way
+        conn.send(
+            b'AUTHENTICATE "PLAIN" "' + base64.b64encode(b"\0nobody@example.com\0x") + b'"\r\n'
+        )
+        assert conn.reply()[-1].startswith(b"NO")
+    assert throttle.delay("127.0.0.9", "nobody@example.com") > 0
+    with raw(port) as conn:  # the right password still works, only later
+        assert conn.login().startswith(b"OK")
 
 
 def test_stop_closes_open_sessions(seeded_store: MailStore) -> None:

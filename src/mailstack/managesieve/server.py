@@ -11,15 +11,18 @@ import asyncio
 import os
 import ssl
 
-from mailstack.managesieve.session import Checker, Session, Settings
-from mailstack.managesieve.wire import MAX_LINE
+from mailstack.managesieve.session import PRELOGIN_IDLE_TIMEOUT, Checker, Session, Settings
+from mailstack.managesieve.wire import MAX_LINE, status
 from mailstack.netserver import Address, Listener
 from mailstack.sieve import SIEVE_EXTENSIONS, check_script
 from mailstack.store import MailStore
 from mailstack.store.service import MAX_SCRIPT_BYTES
+from mailstack.throttle import LoginThrottle
 
 MANAGESIEVE_PORT = 4190
-IDLE_TIMEOUT = 600.0  # seconds without a command before the server says BYE
+IDLE_TIMEOUT = 600.0  # seconds without a command before the server says BYE (logged in)
+MAX_CONNECTIONS = 200  # served at once, in all
+MAX_PER_CLIENT = 10  # served at once, per client address
 AUTH_FAILURE_DELAY = 1.0  # seconds before a failed login is answered, against guessing
 
 
@@ -45,8 +48,12 @@ class ManageSieveServer(Listener):
         idle_timeout: float = IDLE_TIMEOUT,
         auth_failure_delay: float = AUTH_FAILURE_DELAY,
         extensions: tuple[str, ...] = SIEVE_EXTENSIONS,
+        max_connections: int | None = MAX_CONNECTIONS,
+        max_per_client: int | None = MAX_PER_CLIENT,
+        prelogin_idle_timeout: float = PRELOGIN_IDLE_TIMEOUT,
+        throttle: LoginThrottle | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(max_connections=max_connections, max_per_client=max_per_client)
         if not 0 < max_script_bytes <= MAX_SCRIPT_BYTES:
             raise ValueError(f"max_script_bytes must be between 1 and {MAX_SCRIPT_BYTES}")
         self.settings = Settings(
@@ -58,6 +65,8 @@ class ManageSieveServer(Listener):
             idle_timeout=idle_timeout,
             auth_failure_delay=auth_failure_delay,
             extensions=extensions,
+            throttle=throttle or LoginThrottle(),
+            prelogin_idle_timeout=prelogin_idle_timeout,
         )
 
     async def start(
@@ -70,6 +79,10 @@ class ManageSieveServer(Listener):
     ) -> Address:
         """Listen on `host`:`port` (0: any free port; see `port`), or on a Unix socket."""
         return await super().start(host=host, port=port, path=path, mode=mode)
+
+    async def refuse(self, writer: asyncio.StreamWriter) -> None:
+        writer.write(status("BYE", "too many connections, try again later"))
+        await writer.drain()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await Session(self.settings, reader, writer).run()

@@ -36,6 +36,7 @@ from mailstack.managesieve.wire import (
 from mailstack.sieve import SieveCheckUnavailable
 from mailstack.store import Conflict, InvalidInput, MailStore, NotFound, StoreUnavailable
 from mailstack.store.names import try_address, validate_script_name
+from mailstack.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ T = TypeVar("T")
 Checker = Callable[[str], str | None]
 
 MAX_AUTH_FAILURES = 3  # per connection; then BYE, so guessing costs a reconnect each time
+# Before login a client needs only short strings (SASL exchanges): anything bigger, or a
+# client that sits silent, is cut off early so that idle connections cost little.
+PRELOGIN_MAX_LITERAL = 4096
+PRELOGIN_IDLE_TIMEOUT = 30.0
 MAX_BAD_COMMANDS = 10  # malformed commands in a row before the connection is dropped
 SEND_TIMEOUT = 30.0  # a client that stops reading its replies is cut off
 HANDSHAKE_TIMEOUT = 30.0  # seconds for the TLS handshake after STARTTLS
@@ -61,6 +66,8 @@ class Settings:
     idle_timeout: float
     auth_failure_delay: float
     extensions: tuple[str, ...]
+    throttle: LoginThrottle
+    prelogin_idle_timeout: float = PRELOGIN_IDLE_TIMEOUT
 
 
 class _Close(Exception):
@@ -104,10 +111,12 @@ class Session:
         self.reader = reader
         self.writer = writer
         self.commands = CommandReader(
-            reader, max_literal=settings.max_script_bytes, idle=settings.idle_timeout
+            reader, max_literal=PRELOGIN_MAX_LITERAL, idle=settings.prelogin_idle_timeout
         )
+        self._prelogin_limits()
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "unix"
+        self.client = peer[0] if isinstance(peer, tuple) else "unix"
         self.user: str | None = None
         self.tls = False
         self.auth_failures = 0
@@ -129,6 +138,14 @@ class Session:
             "DELETESCRIPT": (self.deletescript, True),
             "RENAMESCRIPT": (self.renamescript, True),
         }
+
+    def _prelogin_limits(self) -> None:
+        self.commands.set_limits(
+            PRELOGIN_MAX_LITERAL, self.settings.prelogin_idle_timeout, discard=False
+        )
+
+    def _login_limits(self) -> None:
+        self.commands.set_limits(self.settings.max_script_bytes, self.settings.idle_timeout)
 
     # -- the connection ---------------------------------------------------------------------
 
@@ -309,11 +326,16 @@ class Session:
         wanted = try_address(credentials.authzid) if credentials.authzid else user
         if user is not None and wanted != user:
             raise CommandError("logging in as another user is not supported")
-        valid = user is not None and await self._store(
-            self.settings.store.verify_password, user, credentials.password
-        )
+        throttle = self.settings.throttle
+        wait = throttle.delay(self.client, user)
+        if wait:  # earlier failures from this address or for this account slow it down
+            await asyncio.sleep(wait)
+        store = self.settings.store
+        # an unknown user is checked too (against a dummy hash): same cost, same answer
+        valid = await self._store(store.verify_password, user or "", credentials.password)
         if not valid:
             self.auth_failures += 1
+            throttle.failed(self.client, user)
             log.info("%s: authentication failed for %r", self.peer, credentials.username[:100])
             if self.settings.auth_failure_delay:
                 await asyncio.sleep(self.settings.auth_failure_delay)
@@ -322,6 +344,7 @@ class Session:
                 raise FatalError("too many failed logins")
             raise CommandError("authentication failed")
         self.user = user
+        self._login_limits()
         log.info("%s: %s logged in", self.peer, user)
         await self._ok("Logged in")
 
@@ -329,6 +352,7 @@ class Session:
         _strings("UNAUTHENTICATE", args, 0)
         log.info("%s: %s logged out (UNAUTHENTICATE)", self.peer, self.user)
         self.user = None
+        self._prelogin_limits()
         await self._ok("Logged out")
 
     # -- scripts ----------------------------------------------------------------------------

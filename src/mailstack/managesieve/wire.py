@@ -122,9 +122,16 @@ class CommandReader:
     def __init__(self, reader: asyncio.StreamReader, *, max_literal: int, idle: float) -> None:
         self.reader = reader
         self.max_literal = max_literal
-        # Literals up to this size are read and dropped so that the client can be told NO
-        # and go on; bigger ones are an attack or a broken client and end the connection.
-        self.max_discard = max(4 * max_literal, 16 * 1024 * 1024)
+        self.max_discard = 0
+        self.idle = idle
+        self.set_limits(max_literal, idle)
+
+    def set_limits(self, max_literal: int, idle: float, *, discard: bool = True) -> None:
+        """Literal size and idle timeout from now on. With `discard`, literals up to four
+        times the limit are read and dropped so that the client can be told NO and go on;
+        bigger ones (any oversized one without it) end the connection."""
+        self.max_literal = max_literal
+        self.max_discard = max(4 * max_literal, 16 * 1024 * 1024) if discard else max_literal
         self.idle = idle
 
     async def line(self) -> bytes:

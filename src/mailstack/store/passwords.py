@@ -68,3 +68,15 @@ def verify_password(stored: str, password: str) -> bool:
         return _hasher.verify(stored[len(SCHEME) + 2 :], password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+_dummy_hash: str | None = None
+
+
+def spend_verification_time(password: str) -> None:
+    """Verify against a throwaway hash: a login for an unknown or disabled account costs as
+    long as one for a real account, so timing does not tell which accounts exist."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = hash_password("not a password of anyone")
+    verify_password(_dummy_hash, password)

@@ -326,13 +326,16 @@ class MailStore:
     def verify_password(self, address: str, password: str) -> bool:
         """True if the user exists, is enabled and the password matches."""
         canonical = names.try_address(address)
-        if canonical is None:
+        stored = None
+        if canonical is not None:
+            with self._transaction() as session:
+                user = session.scalar(select(User).where(User.address == canonical))
+                if user is not None and user.enabled:
+                    stored = user.password_hash
+        if stored is None:
+            passwords.spend_verification_time(password)
             return False
-        with self._transaction() as session:
-            user = session.scalar(select(User).where(User.address == canonical))
-            if user is None or not user.enabled:
-                return False
-            return passwords.verify_password(user.password_hash, password)
+        return passwords.verify_password(stored, password)
 
     def set_quota(self, address: str, quota: str | int | None) -> UserInfo:
         canonical = names.normalise_address(address)
