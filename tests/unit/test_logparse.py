@@ -195,3 +195,34 @@ def test_odd_lines_never_raise_and_lose_nothing(line: str) -> None:
         assert record.level in LEVELS
         assert record.message in line
         assert record.service
+
+
+@pytest.mark.parametrize(
+    ("line", "level"),
+    [
+        ("Mar 07 09:15:05 lmtp(4712): Error: open(/x) failed: Permission denied", "error"),
+        ("Mar 07 09:15:05 master: Warning: Time moved backwards", "warning"),
+        ("Mar 07 09:15:05 auth: Fatal: no passdb", "critical"),
+        ("Mar 07 09:15:05 imap-login: Info: Login: user=<a@example.com>", "info"),
+        ("lmtp(a@example.com)<1><x>: Error: quota exceeded", "error"),
+        ("\x00 garbage ))(( : : Error", "info"),
+    ],
+)
+def test_dovecot_lines_keep_their_level(line: str, level: str) -> None:
+    """Dovecot's Error/Fatal lines are errors in the log stream, not info."""
+    from mailstack.runtime.logparse import parse_dovecot_line
+
+    record = parse_dovecot_line(line)
+    assert record.service == "dovecot"
+    assert record.level == level
+
+
+def test_worker_lines_keep_their_level() -> None:
+    """The worker's `LEVEL logger: text` lines keep the level; other text is info."""
+    from mailstack.runtime.logparse import parse_worker_line
+
+    assert parse_worker_line("ERROR mailstack.worker: worker failed: x").level == "error"
+    assert parse_worker_line("INFO mailstack.worker: serving lookup").message == (
+        "mailstack.worker: serving lookup"
+    )
+    assert parse_worker_line("Traceback (most recent call last):").level == "info"

@@ -81,6 +81,41 @@ def parse_postfix_line(line: str, default_service: str = "postfix") -> LogRecord
     )
 
 
+_DOVECOT = re.compile(
+    r"^(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d )?"
+    r"(?P<process>[A-Za-z0-9_-]+(?:\([^)]*\))?(?:<[^>]*>)*): "
+    r"(?:(?P<level>Error|Warning|Fatal|Panic|Info|Debug): )?(?P<message>.*)$",
+    re.DOTALL,
+)
+_DOVECOT_LEVELS = {
+    "Error": "error",
+    "Warning": "warning",
+    "Fatal": "critical",
+    "Panic": "critical",
+    "Debug": "debug",
+}
+
+
+def parse_dovecot_line(line: str) -> LogRecord:
+    """`Mon DD HH:MM:SS lmtp(4712): Error: text` (Dovecot's log_path=/dev/stderr)."""
+    match = _DOVECOT.match(line)
+    if not match:
+        return LogRecord("dovecot", line)
+    level = _DOVECOT_LEVELS.get(match.group("level") or "", "info")
+    return LogRecord("dovecot", f"{match.group('process')}: {match.group('message')}", level=level)
+
+
+_PYTHON_LEVELS = {"WARNING": "warning", "ERROR": "error", "CRITICAL": "critical", "DEBUG": "debug"}
+
+
+def parse_worker_line(line: str) -> LogRecord:
+    """`LEVEL logger: text`, the format the worker logs in."""
+    level, _, rest = line.partition(" ")
+    if level in _PYTHON_LEVELS or level == "INFO":
+        return LogRecord("worker", rest, level=_PYTHON_LEVELS.get(level, "info"))
+    return LogRecord("worker", line)
+
+
 def parse_syslog_datagram(data: str, default_service: str = "opendkim") -> LogRecord:
     text = data.rstrip("\n\x00")
     match = _SYSLOG.match(text)

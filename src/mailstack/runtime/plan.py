@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 ProbeKind = Literal["unix", "tcp", "smtp"]
-LogParser = Literal["plain", "postfix"]
+LogParser = Literal["plain", "postfix", "dovecot", "worker"]
 
 
 @dataclass(frozen=True)

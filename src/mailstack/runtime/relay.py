@@ -46,7 +46,8 @@ def xoauth2_process(settings: RelaySettings, paths: Paths, env: dict[str, str]) 
     argv += ["--user", WORKER_USER]
     hop = f"127.0.0.1:{settings.xoauth2_hop_port}"
     # not critical: while it is down Postfix keeps the mail queued and retries
-    return Process("worker", argv, env, [Probe("tcp", hop)], critical=False)
+    probes = [Probe("tcp", hop)]
+    return Process("worker", argv, env, probes, log_parser="worker", critical=False)
 
 
 def relay_secrets(settings: RelaySettings) -> list[str]:

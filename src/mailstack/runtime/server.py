@@ -229,7 +229,7 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
         argv += ["--managesieve", str(managesieve), "--cert", cert, "--key", key]
         probes.append(Probe("tcp", str(managesieve)))
     # not critical: while it is down the MX answers 4xx and IMAP logins fail, nothing is lost
-    return Process("worker", argv, env, probes, critical=False)
+    return Process("worker", argv, env, probes, log_parser="worker", critical=False)
 
 
 def dovecot_process(settings: ServerSettings, paths: Paths) -> Process:
@@ -239,7 +239,8 @@ def dovecot_process(settings: ServerSettings, paths: Paths) -> Process:
         Probe("unix", str(paths.dovecot_run / "lmtp-postfix")),
     ]
     argv = ["dovecot", "-F", "-c", str(config)]
-    return Process("dovecot", argv, base_environment(settings, paths), probes)
+    env = base_environment(settings, paths)
+    return Process("dovecot", argv, env, probes, log_parser="dovecot")
 
 
 def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Plan:

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING
 
 from mailstack.errors import DaemonError, ExitCode
 from mailstack.runtime.daemon import Daemon
-from mailstack.runtime.logparse import LineObserver, LogRecord
+from mailstack.runtime.logparse import (
+    LineObserver,
+    LogRecord,
+    parse_dovecot_line,
+    parse_worker_line,
+)
 from mailstack.runtime.plan import Plan, Process
 from mailstack.runtime.postfix import Postfix
 from mailstack.runtime.probes import probe_passes
@@ -66,11 +71,12 @@ def daemon_for(process: Process) -> Daemon:
                 return False
         return True
 
+    parsers = {"dovecot": parse_dovecot_line, "worker": parse_worker_line}
     return Daemon(
         name=name,
         argv=process.argv,
         env=process.env,
-        parse_line=lambda line: LogRecord(name, line, level="info"),
+        parse_line=parsers.get(process.log_parser, lambda line: LogRecord(name, line)),
         probe=probe,
         ready_timeout=process.ready_timeout,
     )

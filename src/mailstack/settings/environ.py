@@ -199,11 +199,16 @@ def resolve_secrets(env: dict[str, str], problems: list[Problem]) -> None:
             )
 
 
-def _apply_deprecated(env: dict[str, str], notices: list[str]) -> None:
+def _apply_deprecated(env: dict[str, str], notices: list[str]) -> dict[str, str]:
+    """Copy each deprecated alias that is set onto its new name (the alias wins); returns
+    new name -> alias, so that a problem with the value names the variable the user set."""
+    used: dict[str, str] = {}
     for old, new in DEPRECATED_ALIASES.items():
         if env.get(old):
             notices.append(f"{old} is deprecated; use {new} instead")
             env[new] = env[old]
+            used[new] = old
+    return used
 
 
 def collect_prefixed(
@@ -268,7 +273,7 @@ def load_relay_settings(
     notices = notices if notices is not None else []
     refuse_control_characters(env, _SINGLE_LINE, problems, lists=_LISTS)
     resolve_secrets(env, problems)
-    _apply_deprecated(env, notices)
+    aliases_used = _apply_deprecated(env, notices)
 
     raw: dict[str, Any] = {}
     for name, parser in _PARSERS.items():
@@ -314,7 +319,8 @@ def load_relay_settings(
     except ValidationError as exc:
         problems.extend(_problems_from(exc))
     if problems:
-        raise ConfigError(_dedupe(problems))
+        named = [Problem(aliases_used.get(p.variable, p.variable), p.message) for p in problems]
+        raise ConfigError(_dedupe(named))
     assert settings is not None  # noqa: S101 - no problems means validation succeeded
     return settings
 
@@ -338,17 +344,16 @@ def _cross_checks(raw: Mapping[str, Any], problems: list[Problem]) -> None:
         problems.append(Problem("XOAUTH2_CLIENT_ID", XOAUTH2_NEEDS_RELAYHOST))
     if _password_needs_tls(raw) and raw.get("POSTFIX_smtp_tls_security_level") == "none":
         problems.append(Problem("POSTFIX_smtp_tls_security_level", AUTH_NEEDS_TLS))
-    metrics = raw.get("MAILSTACK_METRICS_LISTEN")
-    if metrics is not None:
+    listeners = {
+        name: raw.get(name, RelaySettings.model_fields[field].default)
         for name, field in (
             ("MAILSTACK_LISTEN_SUBMISSION", "listen_submission"),
             ("MAILSTACK_LISTEN_SMTP", "listen_smtp"),
-        ):
-            mail = raw.get(name, RelaySettings.model_fields[field].default)
-            if mail is not None and values.same_socket(metrics, mail):
-                problems.append(
-                    Problem("MAILSTACK_METRICS_LISTEN", f"{metrics} clashes with {name}={mail}")
-                )
+            ("MAILSTACK_METRICS_LISTEN", "metrics_listen"),
+        )
+    }
+    for name, other in values.listener_clashes(listeners):
+        problems.append(Problem(name, f"{listeners[name]} clashes with {other}={listeners[other]}"))
 
 
 def _password_needs_tls(raw: Mapping[str, Any]) -> bool:

@@ -136,14 +136,18 @@ class ServerSettings(BaseModel):
 
 
 def _listeners(env: Mapping[str, str], raw: dict[str, Any], problems: list[Problem]) -> None:
-    for variable in [*(v for v, _ in LISTENERS.values()), "MAILSTACK_METRICS_LISTEN"]:
+    in_effect: dict[str, HostPort | None] = dict(LISTENERS.values())
+    in_effect["MAILSTACK_METRICS_LISTEN"] = None
+    for variable in in_effect:
         if variable not in env:
             continue
         text = env[variable].strip()
         try:
-            raw[variable] = values.parse_listen(text) if text else None
+            raw[variable] = in_effect[variable] = values.parse_listen(text) if text else None
         except ValueError as exc:
             problems.append(Problem(variable, str(exc)))
+    for name, other in values.listener_clashes(in_effect):
+        problems.append(Problem(name, f"{in_effect[name]} clashes with {other}={in_effect[other]}"))
 
 
 def _tls_files(env: Mapping[str, str], raw: dict[str, Any], problems: list[Problem]) -> None:

@@ -53,12 +53,18 @@ def parse_networks(raw: str) -> tuple[str, ...]:
     for item in items:
         bare = item.replace("[", "").replace("]", "")
         try:
-            ipaddress.ip_network(bare, strict=False)
+            network = ipaddress.ip_network(bare, strict=False)
         except ValueError:
             if not (_TABLE.match(item) or item.startswith("/")):
                 raise ValueError(
                     f"{item!r} is neither a network (like 10.0.0.0/8) nor a type:table lookup"
                 ) from None
+            result.append(item)
+            continue
+        if network.version == 6:
+            # Postfix reads a bare IPv6 address as a type:table name: it wants [addr]/len
+            address, _, length = bare.partition("/")
+            item = f"[{address}]/{length}" if length else f"[{address}]"
         result.append(item)
     return tuple(result)
 
@@ -104,6 +110,22 @@ def same_socket(a: HostPort, b: HostPort) -> bool:
     """Whether two listeners would fight over one port (a wildcard address overlaps all)."""
     wildcards = {"0.0.0.0", "::"}
     return a.port == b.port and (a.host == b.host or bool({a.host, b.host} & wildcards))
+
+
+def listener_clashes(listeners: dict[str, HostPort | None]) -> list[tuple[str, str]]:
+    """(later, earlier) pairs of variables whose listeners would share a port, in the order
+    given: the later one is the one to report."""
+    found: list[tuple[str, str]] = []
+    seen: list[tuple[str, HostPort]] = []
+    for name, address in listeners.items():
+        if address is None:
+            continue
+        for other, earlier in seen:
+            if same_socket(address, earlier):
+                found.append((name, other))
+                break
+        seen.append((name, address))
+    return found
 
 
 @dataclass(frozen=True)

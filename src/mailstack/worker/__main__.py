@@ -97,7 +97,10 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(name)s: %(message)s")
+    # `LEVEL logger: text`: the supervisor reads the level back (logparse.parse_worker_line)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s: %(message)s"
+    )
     # aiosmtpd logs every SMTP command (addresses included) at INFO: keep only its problems
     logging.getLogger("mail.log").setLevel(logging.WARNING)
     args = parse_args(argv)

@@ -1,0 +1,51 @@
+"""Settings bugs found by the unit tier, each pinned by what the user sees."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailstack.errors import ConfigError
+from mailstack.settings.environ import load_relay_settings
+from mailstack.settings.server import load_server_settings
+from tests.unit.support import RELAY_ENV, SERVER_ENV, MainCf, parameter
+
+
+@pytest.mark.parametrize(
+    ("given", "rendered"),
+    [("2001:db8::/32", "[2001:db8::]/32"), ("::1/128", "[::1]/128"), ("::1", "[::1]")],
+)
+def test_bare_ipv6_in_mynetworks_is_bracketed(
+    relay_main_cf: MainCf, given: str, rendered: str
+) -> None:
+    """Postfix reads a bare IPv6 network as a `type:table` name; main.cf gets `[addr]/len`."""
+    lines = relay_main_cf(POSTFIX_mynetworks=f"127.0.0.0/8 {given}")
+    assert (
+        parameter(lines, "mynetworks") == f"127.0.0.0/8, {rendered}"
+        or parameter(lines, "mynetworks") == f"127.0.0.0/8 {rendered}"
+    )
+
+
+def test_deprecated_alias_error_names_the_alias() -> None:
+    """A bad MYNETWORKS is reported as MYNETWORKS, the variable the user actually set."""
+    with pytest.raises(ConfigError) as caught:
+        load_relay_settings({**RELAY_ENV, "MYNETWORKS": "not-a-network!"}, [])
+    assert [p.variable for p in caught.value.problems] == ["MYNETWORKS"]
+
+
+def test_relay_listeners_must_not_clash() -> None:
+    """Submission on the SMTP listener's port is refused at check time (exit 78), not by
+    Postfix at start."""
+    with pytest.raises(ConfigError) as caught:
+        load_relay_settings({**RELAY_ENV, "MAILSTACK_LISTEN_SUBMISSION": "0.0.0.0:25"}, [])
+    assert [p.variable for p in caught.value.problems] == ["MAILSTACK_LISTEN_SMTP"]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("MAILSTACK_LISTEN_IMAP", "0.0.0.0:25"), ("MAILSTACK_METRICS_LISTEN", "127.0.0.1:993")],
+)
+def test_server_listeners_must_not_clash(variable: str, value: str) -> None:
+    """Two server listeners (metrics included) on one port: the later one is named."""
+    with pytest.raises(ConfigError) as caught:
+        load_server_settings({**SERVER_ENV, variable: value})
+    assert [p.variable for p in caught.value.problems] == [variable]
