@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Install what mailstack needs on Debian 12 (as root), then the project into .venv.
-#   scripts/install.sh          daemons + mailstack
-#   scripts/install.sh --server also Dovecot (IMAP, LMTP, Sieve), the mailbox owner 'vmail'
-#                               and the worker's user 'mailstack'
+#   scripts/install.sh          daemons + mailstack (and the worker's system user 'mailstack')
+#   scripts/install.sh --server also Dovecot (IMAP, LMTP, Sieve) and the mailbox owner 'vmail'
 #   scripts/install.sh --test   the server profile, the test tools and the daemons tests start
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,10 +37,13 @@ if (( ${#missing[@]} )); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# vmail: owner of every mailbox (MAILSTACK_MAIL_USER); mailstack: the unprivileged user of
-# the server's Python worker (lookup service, ManageSieve). No login, no home.
-for account in vmail mailstack; do
-    if (( WITH_SERVER )) && ! id "$account" >/dev/null 2>&1; then
+# mailstack: the unprivileged user of mailstack's Python worker (the relay's XOAUTH2 hop;
+# the server's lookup service and ManageSieve); vmail: owner of every mailbox
+# (MAILSTACK_MAIL_USER), server only. No login, no home.
+accounts=(mailstack)
+(( WITH_SERVER )) && accounts+=(vmail)
+for account in "${accounts[@]}"; do
+    if ! id "$account" >/dev/null 2>&1; then
         useradd --system --user-group --no-create-home --home-dir /nonexistent \
             --shell /usr/sbin/nologin "$account"
     fi
