@@ -1,6 +1,7 @@
 """Errors and exit codes.
 
     MailstackError
+     ├── InvalidInput       a value (domain, address, name) is not acceptable; names the field
      ├── ConfigError        bad settings: every problem listed, exit 78
      ├── InitScriptError    a /docker-init.d script failed, exit 78
      └── DaemonError        a daemon would not start or kept crashing, exit 69
@@ -41,6 +42,17 @@ class MailstackError(Exception):
     """Base of every error mailstack raises on purpose."""
 
     exit_code: ExitCode = ExitCode.FAILURE
+
+
+class InvalidInput(MailstackError):
+    """A value is not acceptable; `field` says which argument was wrong."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
 
 
 class ConfigError(MailstackError):

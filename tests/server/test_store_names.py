@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from mailstack.store import InvalidInput, parse_quota
-from mailstack.store.names import (
+from mailstack.names import (
     normalise_address,
     normalise_alias_source,
     normalise_domain,
     validate_script_name,
 )
+from mailstack.store import InvalidInput, parse_quota
 from mailstack.store.passwords import check_imported_hash, hash_password, verify_password
 
 

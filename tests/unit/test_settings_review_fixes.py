@@ -49,3 +49,14 @@ def test_server_listeners_must_not_clash(variable: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_server_settings({**SERVER_ENV, variable: value})
     assert [p.variable for p in caught.value.problems] == [variable]
+
+
+def test_settings_and_datastore_spell_a_domain_the_same_way() -> None:
+    """One normalisation (UTS 46, non-transitional) for settings and the datastore: the
+    DKIM key the relay looks for is the one the admin commands made."""
+    from mailstack.names import normalise_domain
+    from mailstack.settings.values import parse_domain
+
+    for name in ("straße.example", "Bücher.Example", "example.com"):
+        assert parse_domain(name) == normalise_domain(name)
+    assert parse_domain("straße.example") == "xn--strae-oqa.example"

@@ -29,9 +29,9 @@ from typing import TypeVar
 from mailstack.lookup import dictproto
 from mailstack.lookup.gateway import StoreGateway
 from mailstack.lookup.resolver import Resolver
+from mailstack.names import try_address
 from mailstack.netserver import Listener
 from mailstack.store.errors import StoreUnavailable
-from mailstack.store.names import try_address
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailstack.lookup.resolver import Resolver
-from mailstack.store.names import split_address, try_address, try_domain
+from mailstack.names import split_address, try_address, try_domain
 
 OK = "OK"
 NOTFOUND = "NOTFOUND"

@@ -19,9 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from mailstack.names import split_address
 from mailstack.store.errors import StoreUnavailable
 from mailstack.store.models import Alias, AliasDomain, AliasTarget, Domain, SieveScript, User
-from mailstack.store.names import split_address
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -33,9 +33,9 @@ from mailstack.managesieve.wire import (
     encode_string,
     status,
 )
+from mailstack.names import try_address, validate_script_name
 from mailstack.sieve import SieveCheckUnavailable
 from mailstack.store import Conflict, InvalidInput, MailStore, NotFound, StoreUnavailable
-from mailstack.store.names import try_address, validate_script_name
 from mailstack.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,10 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from mailstack.errors import InvalidInput
+from mailstack.names import normalise_domain
+
 _FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _TABLE = re.compile(r"^[a-z0-9_]+:\S+$")
 
 
@@ -21,16 +23,13 @@ def parse_flag(raw: str | None) -> bool:
 
 
 def parse_domain(raw: str) -> str:
-    """A DNS domain name, lower-cased and IDNA-encoded (`bücher.example` -> `xn--...`)."""
-    name = raw.strip().rstrip(".").lower()
+    """A DNS name, in the one canonical form of `mailstack.names` (`bücher.example` ->
+    `xn--bcher-kva.example`); one label is enough here (a relay host may be `smtp`)."""
+    name = raw.strip().rstrip(".")
     try:
-        ascii_name = name.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise ValueError(f"{raw!r} is not a valid domain name") from exc
-    labels = ascii_name.split(".")
-    if len(ascii_name) > 253 or len(labels) < 1 or not all(_LABEL.match(lb) for lb in labels):
-        raise ValueError(f"{raw!r} is not a valid domain name")
-    return ascii_name
+        return normalise_domain(name, min_labels=1)
+    except InvalidInput:
+        raise ValueError(f"{raw!r} is not a valid domain name") from None
 
 
 def parse_domain_list(raw: str) -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """Errors of the datastore, typed so that the CLI, API and web UI can map them.
 
+A field that fails validation raises `mailstack.errors.InvalidInput` (re-exported here).
+
 StoreError
- ├── InvalidInput      a field failed validation (names the field)
  ├── NotFound          the thing to change or read does not exist
  ├── Conflict          the change would break a rule (duplicate, still in use)
  └── StoreUnavailable  the database could not be reached or answered an error
@@ -9,22 +10,13 @@ StoreError
 
 from __future__ import annotations
 
-from mailstack.errors import ExitCode, MailstackError
+from mailstack.errors import ExitCode, InvalidInput, MailstackError
+
+__all__ = ["Conflict", "InvalidInput", "NotFound", "StoreError", "StoreUnavailable"]
 
 
 class StoreError(MailstackError):
     """Base of every error the store raises on purpose."""
-
-
-class InvalidInput(StoreError):
-    """A value is not acceptable; `field` says which argument was wrong."""
-
-    exit_code = ExitCode.USAGE
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
 
 
 class NotFound(StoreError):

@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from mailstack.store import names, passwords
+from mailstack import names
+from mailstack.store import passwords
 from mailstack.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from mailstack.store.models import Alias, AliasDomain, AliasTarget, Domain, SieveScript, User
 

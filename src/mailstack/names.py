@@ -1,7 +1,9 @@
-"""Normalise and validate domains, addresses and sieve script names.
+"""The one place where domains, addresses and sieve script names are normalised.
 
-Everything is stored in one canonical form (lower case, domains as IDNA A-labels) so
-that a lookup is a single exact match on an index, never a case-folding scan.
+Settings, the datastore, the lookup service and the admin commands all use these, so a name
+has one canonical form everywhere: lower case, domains as IDNA A-labels under UTS 46
+(non-transitional: `straße.example` is `xn--strae-oqa.example`, never `strasse.example`).
+The datastore stores that form, so a lookup is a single exact match on an index.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import re
 
 import idna
 
-from mailstack.store.errors import InvalidInput
+from mailstack.errors import InvalidInput
 
 MAX_ADDRESS_LENGTH = 254  # RFC 5321 path limit minus the angle brackets
 MAX_LOCAL_PART_LENGTH = 64
@@ -34,8 +36,9 @@ def _ascii_domain(value: str) -> str | None:
     return None
 
 
-def normalise_domain(value: str, field: str = "domain") -> str:
-    """Return the canonical (lower-case A-label) form of a domain, or raise InvalidInput."""
+def normalise_domain(value: str, field: str = "domain", *, min_labels: int = 2) -> str:
+    """Return the canonical (lower-case A-label) form of a domain, or raise InvalidInput.
+    Hosted domains need two labels; a host name in a setting may have one."""
     text = value.strip().lower()
     if not text:
         raise InvalidInput(field, "must not be empty")
@@ -47,7 +50,7 @@ def normalise_domain(value: str, field: str = "domain") -> str:
             result = idna.encode(text, uts46=True, std3_rules=True).decode("ascii")
         except (idna.IDNAError, UnicodeError) as exc:
             raise InvalidInput(field, f"{value!r} is not a valid domain name ({exc})") from None
-    if "." not in result:
+    if result.count(".") + 1 < min_labels:
         raise InvalidInput(field, f"{value!r} needs at least two labels, such as example.com")
     if len(result) > MAX_DOMAIN_LENGTH:
         raise InvalidInput(field, f"is longer than {MAX_DOMAIN_LENGTH} characters once encoded")
