@@ -25,7 +25,7 @@ from mailstack.dkim.keys import (
     domains_with_keys,
     key_path,
 )
-from mailstack.errors import ConfigError, Problem
+from mailstack.errors import ConfigError, ExitCode, Problem
 from mailstack.paths import Paths
 from mailstack.render.dovecot import render_dovecot
 from mailstack.render.opendkim import render_opendkim
@@ -68,6 +68,7 @@ class PreparedServer:
     dkim_keys: tuple[DomainKey, ...]
     database: str
     hosted_domains: tuple[str, ...]
+    store_ready: bool = True  # False: unreachable at start; the worker migrates it later
 
     @property
     def dkim_enabled(self) -> bool:
@@ -93,9 +94,10 @@ def _mail_gid(settings: ServerSettings) -> int:
     return pwd.getpwnam(settings.mail_user).pw_gid
 
 
-def _hosted_domains(settings: ServerSettings, paths: Paths, database: str) -> list[str]:
+def _hosted_domains(settings: ServerSettings, paths: Paths, database: str) -> list[str] | None:
     """Migrate the datastore to the current schema and list its domains, in a child process
-    (SQLAlchemy and Alembic stay out of the long-running supervisor)."""
+    (SQLAlchemy and Alembic stay out of the long-running supervisor); None when it cannot
+    be reached now."""
     env = base_environment(settings, paths)
     env[DATABASE_ENV] = database
     result = subprocess.run(
@@ -106,8 +108,13 @@ def _hosted_domains(settings: ServerSettings, paths: Paths, database: str) -> li
         timeout=120,
         check=False,
     )
+    reason = result.stderr.strip() or f"exit code {result.returncode}"
+    if result.returncode == ExitCode.TEMPFAIL:
+        # Not a crash loop: the MX answers 4xx (nothing bounces) and the worker keeps
+        # trying to reach and migrate the datastore.
+        log.error("%s; starting anyway: mail is deferred with 4xx until it is back", reason)
+        return None
     if result.returncode != 0:
-        reason = result.stderr.strip() or f"exit code {result.returncode}"
         raise ConfigError([Problem(DATABASE_ENV, f"cannot open the datastore: {reason}")])
     return result.stdout.split()
 
@@ -179,9 +186,10 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
     _setup_server_dirs(settings, paths)
     database = database_location(settings)
     _worker_account()
-    domains = _hosted_domains(settings, paths, database)
+    found = _hosted_domains(settings, paths, database)
+    domains = found or []
     hand_datastore_to_worker(database, paths)
-    if not domains:
+    if found == []:
         log.warning("no domains in the datastore yet: add one with `mailstack domain add`")
     if settings.tls_cert_file is None:
         ensure_certificate(paths.tls, settings.myhostname)
@@ -195,7 +203,7 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
         log.info("DKIM signing for %s", ", ".join(f"{k.domain} (s={k.selector})" for k in keys))
     postfix_permissions(paths, base_environment(settings, paths))
     run_init_scripts(paths)
-    return PreparedServer(tuple(keys), database, tuple(domains))
+    return PreparedServer(tuple(keys), database, tuple(domains), store_ready=found is not None)
 
 
 # -- the processes ----------------------------------------------------------------------------
@@ -222,6 +230,8 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
         "--user",
         WORKER_USER,
     ]
+    if not prepared.store_ready:
+        argv.append("--migrate")
     probes = [Probe("unix", str(paths.lookup_socket)), Probe("unix", str(paths.dict_socket))]
     managesieve = settings.listen_managesieve
     if managesieve is not None:

@@ -7,7 +7,10 @@ inside the package and applied from code (`migrate()`), so no alembic.ini is nee
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +93,27 @@ def at_head(engine: Engine) -> bool:
     return [row[0] for row in rows] == [HEAD_REVISION]
 
 
+#: pg_advisory_xact_lock key of schema migrations ("mailstack" in ASCII, as a number).
+MIGRATION_LOCK_KEY = 0x6D61696C737461
+
+
+@contextmanager
+def migration_lock(engine: Engine) -> Iterator[None]:
+    """One migration at a time per database, across processes (a starting server and an
+    admin command): SQLite takes a file lock beside the database; PostgreSQL takes an
+    advisory lock inside the migration's own transaction (see `migrate`)."""
+    database = engine.url.database
+    if engine.url.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+        yield
+        return
+    fd = os.open(f"{database}.migrate-lock", os.O_RDONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema up to `revision` with the migrations shipped in the package."""
     if revision == "head" and at_head(engine):
@@ -100,10 +124,12 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     config = Config()
     config.set_main_option("script_location", "mailstack.store:migrations")
     try:
-        with engine.begin() as connection:
+        with migration_lock(engine), engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"))
             config.attributes["connection"] = connection
-            command.upgrade(config, revision)
-    except SQLAlchemyError as exc:
+            command.upgrade(config, revision)  # a no-op if another process just did it
+    except (SQLAlchemyError, OSError) as exc:
         raise StoreUnavailable(f"could not migrate the database: {exc}") from exc
 
 

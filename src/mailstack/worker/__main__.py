@@ -30,6 +30,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--key", type=Path, help="TLS private key (PEM)")
     parser.add_argument("--xoauth2", type=Path, help="the relay's XOAUTH2 hop: its config file")
     parser.add_argument("--user", help="system user to become once every socket is bound")
+    parser.add_argument(
+        "--migrate",
+        action="store_true",
+        help="the datastore was unreachable at start: keep trying to migrate it",
+    )
     return parser.parse_args(argv)
 
 
@@ -87,7 +92,13 @@ async def serve(args: argparse.Namespace) -> None:
             await service.start()
             started.append(service)
         log.info("serving %s", ", ".join(s.name for s in started))
+        if args.migrate and engine is not None:
+            from mailstack.worker.migration import migrate_when_reachable
+
+            migration = asyncio.create_task(migrate_when_reachable(engine, stopping))
         await stopping.wait()
+        if args.migrate and engine is not None:
+            migration.cancel()
         log.info("stopping")
     finally:
         for service in reversed(started):
