@@ -102,8 +102,18 @@ class Paths:
 
     @property
     def lookup_run(self) -> Path:
-        """Folder of the socketmap socket: root:postfix 0750, only Postfix gets in."""
+        """Folder of the socketmap socket: mailstack:postfix 0750, only Postfix gets in."""
         return self.run / "lookup"
+
+    @property
+    def milter_run(self) -> Path:
+        """Folder of the worker's milter sockets: mailstack:postfix 0750."""
+        return self.run / "milter"
+
+    @property
+    def sender_milter_socket(self) -> Path:
+        """Submission's header-From check (mailstack.milter), before OpenDKIM signs."""
+        return self.milter_run / "sender.sock"
 
     @property
     def lookup_socket(self) -> Path:
@@ -111,7 +121,7 @@ class Paths:
 
     @property
     def dict_run(self) -> Path:
-        """Folder of the Dovecot dict socket: root:<mail user> 0750 (password hashes)."""
+        """Folder of the Dovecot dict socket: mailstack:<mail user> 0750 (password hashes)."""
         return self.run / "dict"
 
     @property

@@ -234,6 +234,31 @@ def test_users_send_only_as_their_own_addresses_and_aliases(world: World) -> Non
     assert world.sink.wait_messages(before + 1)[-1][1]["Subject"] == "as alias"
 
 
+def test_header_from_must_be_the_users_own_before_it_is_signed(world: World) -> None:
+    """alice may not put another user's (or another hosted domain's) address in From: and
+    get it signed for that domain: 550 5.7.1, nothing relayed. Her alias is fine."""
+    before = len(world.sink.messages)
+    with smtplib.SMTP("127.0.0.1", world.ports.submission, timeout=30) as client:
+        client.starttls(context=world.server.tls_context())
+        client.login("alice@example.com", PASSWORD)
+        for forged in ("erin@example.com", "ceo@example.net", "Boss <bob@example.org>"):
+            body = message("alice@example.com", "x@remote.test", "forged").replace(
+                b"From: alice@example.com", f"From: {forged}".encode()
+            )
+            with pytest.raises(smtplib.SMTPDataError) as caught:
+                client.sendmail("alice@example.com", ["x@remote.test"], body)
+            assert caught.value.smtp_code == 550, forged
+            assert caught.value.smtp_error.startswith(b"5.7.1"), caught.value.smtp_error
+        owned = message("alice@example.com", "x@remote.test", "from the alias").replace(
+            b"From: alice@example.com", b"From: Info <info@example.com>"
+        )
+        client.sendmail("alice@example.com", ["x@remote.test"], owned)
+    envelope, msg = world.sink.wait_messages(before + 1)[-1]
+    assert msg["Subject"] == "from the alias"
+    assert verify_dkim(envelope.original_content or envelope.content, world.keys)
+    assert all(m["Subject"] != "forged" for _, m in world.sink.messages[before:])
+
+
 def test_wrong_password_is_refused_on_submission_and_imap(world: World) -> None:
     with smtplib.SMTP("127.0.0.1", world.ports.submission, timeout=30) as client:
         client.starttls(context=world.server.tls_context())

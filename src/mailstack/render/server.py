@@ -11,7 +11,8 @@ The listeners (master.cf):
 - submission (587): STARTTLS required before AUTH; SASL through Dovecot.
 - submissions (465): implicit TLS; otherwise as 587.
 Authenticated users may use only the sender addresses the store gives them (their own address
-and the aliases that deliver to them); their mail passes the OpenDKIM milter and is signed.
+and the aliases that deliver to them), in the envelope (Postfix) and in the header From (the
+worker's sender milter); then their mail passes the OpenDKIM milter and is signed.
 """
 
 from __future__ import annotations
@@ -119,15 +120,10 @@ def server_main_cf_parameters(
     if settings.relay_auth is not None:
         # the password only inside TLS, as in the relay (see relay_auth_parameters)
         params.update(relay_auth_parameters(paths))
+    # never let a user's mail pass unchecked or leave unsigned because a milter is down
+    params.update({"milter_protocol": "6", "milter_default_action": "tempfail"})
     if dkim_enabled:
-        params.update(
-            {
-                "milter_protocol": "6",
-                # never let a user's mail leave unsigned because the signer is down
-                "milter_default_action": "tempfail",
-                "non_smtpd_milters": f"unix:{paths.opendkim_socket}",
-            }
-        )
+        params["non_smtpd_milters"] = f"unix:{paths.opendkim_socket}"
     return apply_overrides(params, settings.postfix_overrides)
 
 
@@ -147,8 +143,11 @@ def submission_options(paths: Paths, dkim_enabled: bool, name: str) -> list[str]
         "smtpd_recipient_restrictions=reject_non_fqdn_recipient",
         "milter_macro_daemon_name=ORIGINATING",
     ]
+    # the header From must be the user's own (mailstack.milter) before OpenDKIM signs it
+    milters = [f"unix:{paths.sender_milter_socket}"]
     if dkim_enabled:
-        options.append(f"smtpd_milters=unix:{paths.opendkim_socket}")
+        milters.append(f"unix:{paths.opendkim_socket}")
+    options.append(f"smtpd_milters={','.join(milters)}")
     return options
 
 

@@ -87,6 +87,7 @@ def _setup_server_dirs(settings: ServerSettings, paths: Paths) -> None:
     # auth (extra group) and mail processes (mail user) for the dict with password hashes.
     # The worker owns the folders, so it can remove its sockets after giving up root.
     ensure_dir(paths.lookup_run, 0o750, WORKER_USER, "postfix")
+    ensure_dir(paths.milter_run, 0o750, WORKER_USER, "postfix")
     ensure_dir(paths.dict_run, 0o750, WORKER_USER, grp.getgrgid(_mail_gid(settings)).gr_name)
 
 
@@ -225,6 +226,8 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
         f"unix:{paths.lookup_socket}",
         "--dict",
         f"unix:{paths.dict_socket}",
+        "--sender-milter",
+        str(paths.sender_milter_socket),
         "--socket-mode",
         "666",
         "--user",
@@ -232,7 +235,11 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
     ]
     if not prepared.store_ready:
         argv.append("--migrate")
-    probes = [Probe("unix", str(paths.lookup_socket)), Probe("unix", str(paths.dict_socket))]
+    probes = [
+        Probe("unix", str(paths.lookup_socket)),
+        Probe("unix", str(paths.dict_socket)),
+        Probe("unix", str(paths.sender_milter_socket)),
+    ]
     managesieve = settings.listen_managesieve
     if managesieve is not None:
         cert, key = tls_files(settings, paths)

@@ -25,6 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dict", help="lookup service for Dovecot: unix:PATH")
     parser.add_argument("--socket-mode", default="660", help="octal mode of Unix sockets")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per store read")
+    parser.add_argument("--sender-milter", type=Path, help="submission's From check: PATH")
     parser.add_argument("--managesieve", help="ManageSieve listener, address:port")
     parser.add_argument("--cert", type=Path, help="TLS certificate (PEM) of the TLS listeners")
     parser.add_argument("--key", type=Path, help="TLS private key (PEM)")
@@ -45,6 +46,7 @@ async def serve(args: argparse.Namespace) -> None:
         Lookup,
         LookupEndpoints,
         ManageSieve,
+        SenderCheck,
         Service,
         XOAuth2,
         server_tls_context,
@@ -69,7 +71,10 @@ async def serve(args: argparse.Namespace) -> None:
             dict=Endpoint.parse(args.dict, mode) if args.dict else None,
             timeout=args.timeout,
         )
-        services.append(Lookup(engine, endpoints))
+        lookup = Lookup(engine, endpoints)
+        services.append(lookup)  # started first, stopped last: the milter uses its gateway
+        if args.sender_milter:
+            services.append(SenderCheck(lookup, args.sender_milter, mode))
     if engine is not None and args.managesieve:
         if args.cert is None or args.key is None:
             raise ValueError("--managesieve needs --cert and --key")

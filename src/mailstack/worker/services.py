@@ -54,6 +54,26 @@ class Lookup:
         await self.service.stop()
 
 
+class SenderCheck:
+    """The submission milter that refuses a header From the logged-in user does not own;
+    it asks the store through the lookup service's gateway (one engine, one pool)."""
+
+    name = "sender-milter"
+
+    def __init__(self, lookup: Lookup, path: Path, mode: int) -> None:
+        from mailstack.milter import SenderMilter
+
+        self.path = path
+        self.mode = mode
+        self.milter = SenderMilter(lookup.service.gateway)
+
+    async def start(self) -> None:
+        await self.milter.start(path=self.path, mode=self.mode)
+
+    async def stop(self) -> None:
+        await self.milter.stop()
+
+
 def server_tls_context(cert: Path, key: str | Path) -> ssl.SSLContext:
     """TLS for a listener, loaded while still root (the key may be readable by root only)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
