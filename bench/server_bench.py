@@ -6,7 +6,8 @@ Starts `mailstack run --profile server` in a temporary root on loopback high por
 domain and ten users, then measures: time until the supervisor logs "ready", the PSS of each
 process of the stack after 3 s idle (grouped by program), and how fast mail handed to the MX
 lands in the users' Maildirs (end to end: postscreen, smtpd, socketmap lookups, queue, LMTP,
-Dovecot, Sieve). Results go to bench/results/server.json and .md. Targets: idle <= 90 MiB (<= 200 MiB once rspamd and Redis run), ready <= 2 s.
+Dovecot, Sieve). Results go to bench/results/server.json and .md. Targets: idle <= 90 MiB
+(<= 200 MiB once rspamd and Redis run), ready <= 2 s.
 """
 
 from __future__ import annotations
