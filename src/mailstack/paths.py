@@ -121,8 +121,18 @@ class Paths:
 
     @property
     def dict_run(self) -> Path:
-        """Folder of the Dovecot dict socket: mailstack:<mail user> 0750 (password hashes)."""
+        """Folder of the dict socket with password hashes: mailstack:dovecot 0750, for
+        Dovecot's auth process only."""
         return self.run / "dict"
+
+    @property
+    def sieve_dict_run(self) -> Path:
+        """Folder of the dict socket with sieve scripts: mailstack:<mail user> 0750."""
+        return self.run / "sieve-dict"
+
+    @property
+    def sieve_dict_socket(self) -> Path:
+        return self.sieve_dict_run / "dict.sock"
 
     @property
     def dict_socket(self) -> Path:

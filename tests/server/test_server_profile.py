@@ -488,6 +488,46 @@ def test_one_worker_runs_every_python_service_without_root(world: World) -> None
     wait_for_subject(world.server, world.ports.imap, "dave@example.com", "via worker")
 
 
+DICT_PROBE = r"""
+import socket, sys
+sock = socket.socket(socket.AF_UNIX)
+try:
+    sock.connect(sys.argv[1])
+except OSError as exc:
+    print("refused", exc.errno)
+    raise SystemExit
+sock.sendall(b"H3\t2\t0\t\tmailstack\nLshared/passdb/alice@example.com\n")
+print(sock.recv(4096).decode()[:1])
+"""
+
+
+def test_password_hashes_are_out_of_reach_of_the_mail_processes(world: World) -> None:
+    """The user that runs IMAP, LMTP and Sieve (vmail) cannot read a password hash: the
+    auth dict's folder is closed to it, and the sieve dict it may use answers no passdb
+    key. Dovecot's auth process still logs users in."""
+    run = world.server.root / "run/mailstack"
+
+    def as_vmail(socket_path: Path) -> str:
+        result = subprocess.run(
+            ["/usr/bin/python3", "-c", DICT_PROBE, str(socket_path)],
+            user="vmail",
+            group="vmail",
+            extra_groups=[],
+            cwd="/",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert as_vmail(run / "dict/dict.sock") == "refused 13"  # EACCES
+    assert as_vmail(run / "sieve-dict/dict.sock") == "N"  # not found, never the hash
+    with imap_session(world.server, world.ports.imap, "carol@example.com", PASSWORD):
+        pass
+
+
 def test_health_reports_healthy_while_running_and_names_what_is_down(world: World) -> None:
     env = dict(world.server.env)
     healthy = subprocess.run(

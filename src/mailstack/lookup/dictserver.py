@@ -67,6 +67,17 @@ def userdb_fields(address: str, quota_bytes: int | None) -> dict[str, str]:
     return fields
 
 
+#: What a dict socket may answer: `auth` (passdb, userdb: password hashes, for Dovecot's
+#: auth process only) and `sieve` (scripts, for the mail processes that run Sieve).
+AUTH = "auth"
+SIEVE = "sieve"
+EVERYTHING = frozenset({AUTH, SIEVE})
+
+
+def _kind(key: str) -> str:
+    return AUTH if key.startswith((PASSDB_PREFIX, USERDB_PREFIX)) else SIEVE
+
+
 def lookup(resolver: Resolver, key: str, user: str) -> str | None:
     """The value for one dict key, or None (not found). Runs in a worker thread."""
     if key.startswith(PASSDB_PREFIX):
@@ -112,10 +123,18 @@ class DictServer(Listener):
     name = "dict"
     read_limit = dictproto.MAX_LINE + 1
 
-    def __init__(self, gateway: StoreGateway, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        gateway: StoreGateway,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        serves: frozenset[str] = EVERYTHING,
+    ) -> None:
+        """`serves`: the kinds of keys answered (AUTH, SIEVE); others are "not found"."""
         super().__init__()
         self.gateway = gateway
         self.idle_timeout = idle_timeout
+        self.serves = serves
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         hello: dictproto.Hello | None = None
@@ -164,6 +183,8 @@ class DictServer(Listener):
         if not command.args or not command.args[0]:
             return dictproto.reply_fail("LOOKUP needs a key")
         key = command.args[0]
+        if _kind(key) not in self.serves:
+            return dictproto.reply_not_found()
         user = command.args[1] if len(command.args) > 1 and command.args[1] else hello.user
         value = await self._guarded(lookup, key, user)
         if isinstance(value, Exception):
@@ -177,6 +198,8 @@ class DictServer(Listener):
         except (IndexError, ValueError):
             return dictproto.reply_iter_fail("ITERATE: broken input")
         paths = args[2:-1] if hello.major >= 3 else args[2:]  # v3 appends the user
+        if AUTH not in self.serves:
+            return dictproto.reply_iter_end()
         rows = await self._guarded(iterate, tuple(paths), flags, limit)
         if isinstance(rows, Exception):
             return dictproto.reply_iter_fail("iterate failed: store unavailable")

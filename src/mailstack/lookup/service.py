@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from mailstack.lookup.dictserver import DictServer
+from mailstack.lookup.dictserver import AUTH, EVERYTHING, SIEVE, DictServer
 from mailstack.lookup.gateway import DEFAULT_TIMEOUT, StoreGateway
 from mailstack.lookup.resolver import Resolver
 from mailstack.lookup.socketmap import SocketmapServer
@@ -50,6 +50,9 @@ class LookupService:
     engine: Engine
     socketmap: Endpoint | None = field(default_factory=Endpoint)
     dict: Endpoint | None = field(default_factory=Endpoint)
+    #: With its own endpoint, sieve scripts are served there and `dict` serves only passdb
+    #: and userdb (password hashes reach Dovecot's auth process, not the mail processes).
+    sieve_dict: Endpoint | None = None
     timeout: float = DEFAULT_TIMEOUT
     workers: int | None = None  # None: inline for SQLite, threads for PostgreSQL
 
@@ -58,7 +61,11 @@ class LookupService:
             Resolver(self.engine), workers=self.workers, timeout=self.timeout
         )
         self.socketmap_server = SocketmapServer(self.gateway)
-        self.dict_server = DictServer(self.gateway)
+        split = self.sieve_dict is not None
+        serves = frozenset({AUTH}) if split else EVERYTHING
+        self.dict_server = DictServer(self.gateway, serves=serves)
+        self.sieve_dict_server = DictServer(self.gateway, serves=frozenset({SIEVE}))
+        self.sieve_dict_server.name = "sieve dict"
         self._started = False
 
     async def start(self) -> None:
@@ -67,6 +74,8 @@ class LookupService:
                 await _listen(self.socketmap_server, self.socketmap)
             if self.dict is not None:
                 await _listen(self.dict_server, self.dict)
+            if self.sieve_dict is not None:
+                await _listen(self.sieve_dict_server, self.sieve_dict)
         except BaseException:
             await self.stop()
             raise
@@ -83,6 +92,7 @@ class LookupService:
     async def stop(self) -> None:
         await self.socketmap_server.stop()
         await self.dict_server.stop()
+        await self.sieve_dict_server.stop()
         if not getattr(self, "_closed", False):
             self._closed = True
             self.gateway.close()

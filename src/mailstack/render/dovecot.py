@@ -93,8 +93,8 @@ service lmtp {{
   }}
 }}
 service auth {{
-  # the dict socket lives in a folder only the mail user's group may enter
-  extra_groups = {mail_user}
+  # runs as dovecot: the only user (besides mailstack's worker) that may enter the folder
+  # of the dict socket with password hashes
   unix_listener auth-postfix {{
     user = postfix
     group = postfix
@@ -117,7 +117,7 @@ protocol imap {{
   mail_plugins = $mail_plugins imap_quota
 }}
 plugin {{
-  sieve = dict:proxy:{paths.dict_socket}:sieve;name=active
+  sieve = dict:proxy:{paths.sieve_dict_socket}:sieve;name=active
   quota = maildir:User quota
 }}
 """

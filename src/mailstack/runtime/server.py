@@ -88,7 +88,10 @@ def _setup_server_dirs(settings: ServerSettings, paths: Paths) -> None:
     # The worker owns the folders, so it can remove its sockets after giving up root.
     ensure_dir(paths.lookup_run, 0o750, WORKER_USER, "postfix")
     ensure_dir(paths.milter_run, 0o750, WORKER_USER, "postfix")
-    ensure_dir(paths.dict_run, 0o750, WORKER_USER, grp.getgrgid(_mail_gid(settings)).gr_name)
+    # password hashes for Dovecot's auth process (user dovecot) only; sieve scripts for the
+    # mail processes (the mail user)
+    ensure_dir(paths.dict_run, 0o750, WORKER_USER, "dovecot")
+    ensure_dir(paths.sieve_dict_run, 0o750, WORKER_USER, grp.getgrgid(_mail_gid(settings)).gr_name)
 
 
 def _mail_gid(settings: ServerSettings) -> int:
@@ -226,6 +229,8 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
         f"unix:{paths.lookup_socket}",
         "--dict",
         f"unix:{paths.dict_socket}",
+        "--sieve-dict",
+        f"unix:{paths.sieve_dict_socket}",
         "--sender-milter",
         str(paths.sender_milter_socket),
         "--socket-mode",
@@ -238,6 +243,7 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
     probes = [
         Probe("unix", str(paths.lookup_socket)),
         Probe("unix", str(paths.dict_socket)),
+        Probe("unix", str(paths.sieve_dict_socket)),
         Probe("unix", str(paths.sender_milter_socket)),
     ]
     managesieve = settings.listen_managesieve

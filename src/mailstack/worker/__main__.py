@@ -23,6 +23,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--database", help="URL or SQLite path (default: MAILSTACK_DATABASE_URL)")
     parser.add_argument("--socketmap", help="lookup service for Postfix: unix:PATH or inet:H:P")
     parser.add_argument("--dict", help="lookup service for Dovecot: unix:PATH")
+    parser.add_argument(
+        "--sieve-dict", help="sieve scripts for Dovecot, apart from --dict (passwords): unix:PATH"
+    )
     parser.add_argument("--socket-mode", default="660", help="octal mode of Unix sockets")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per store read")
     parser.add_argument("--sender-milter", type=Path, help="submission's From check: PATH")
@@ -70,6 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
             socketmap=Endpoint.parse(args.socketmap, mode) if args.socketmap else None,
             dict=Endpoint.parse(args.dict, mode) if args.dict else None,
             timeout=args.timeout,
+            sieve_dict=Endpoint.parse(args.sieve_dict, mode) if args.sieve_dict else None,
         )
         lookup = Lookup(engine, endpoints)
         services.append(lookup)  # started first, stopped last: the milter uses its gateway

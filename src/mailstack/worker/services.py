@@ -35,6 +35,7 @@ class LookupEndpoints:
     socketmap: Endpoint | None
     dict: Endpoint | None
     timeout: float
+    sieve_dict: Endpoint | None = None
 
 
 class Lookup:
@@ -44,7 +45,11 @@ class Lookup:
         from mailstack.lookup import LookupService
 
         self.service = LookupService(
-            engine, socketmap=endpoints.socketmap, dict=endpoints.dict, timeout=endpoints.timeout
+            engine,
+            socketmap=endpoints.socketmap,
+            dict=endpoints.dict,
+            sieve_dict=endpoints.sieve_dict,
+            timeout=endpoints.timeout,
         )
 
     async def start(self) -> None:
