@@ -66,9 +66,21 @@ class _Output:
     fmt: str = "plain"
     colour: bool = False
     tz: tzinfo | None = None  # the local zone, looked up once rather than per line
+    last_time: float = -1.0
+    last_text: str = ""
 
 
 _output = _Output(sys.stdout)
+
+
+def _time_text(created: float) -> str:
+    """ISO 8601 time with milliseconds; a batch of lines shares one instant, made once."""
+    if created != _output.last_time:
+        _output.last_time = created
+        _output.last_text = datetime.fromtimestamp(created, _output.tz).isoformat(
+            timespec="milliseconds"
+        )
+    return _output.last_text
 
 
 def format_line(
@@ -81,7 +93,7 @@ def format_line(
     extra: dict[str, Any] | None = None,
 ) -> str:
     """One output line, without its newline, in the configured format."""
-    time_text = datetime.fromtimestamp(created, _output.tz).isoformat(timespec="milliseconds")
+    time_text = _time_text(created)
     message = redact(message.replace("\n", " ").replace("\r", " "))
     if _output.fmt == "json":
         data: dict[str, Any] = {
@@ -137,11 +149,17 @@ def configure_logging(fmt: str = "plain", force_color: bool = False, debug: bool
     _output.fmt = "json" if fmt == "json" else "plain"
     _output.colour = _output.fmt == "plain" and use_colour(force_color, stream)
     _output.tz = datetime.now().astimezone().tzinfo
+    _output.last_time = -1.0
     handler = logging.StreamHandler(stream)
     handler.setFormatter(LineFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+def structured() -> bool:
+    """Whether lines are written as JSON (and so carry their parsed fields)."""
+    return _output.fmt == "json"
 
 
 @dataclass

@@ -19,6 +19,9 @@ from mailstack.runtime.orphans import die_with_parent
 log = logging.getLogger("mailstack.supervisor")
 
 LineParser = Callable[[str], LogRecord]
+#: Reads smaller than this wait COALESCE_SECONDS for more output before the next read.
+COALESCE_BELOW = 4096
+COALESCE_SECONDS = 0.005
 Probe = Callable[[], Awaitable[bool]]
 
 
@@ -88,6 +91,10 @@ class Daemon:
                 lines.append(pending)
                 pending = b""
             self._emit(lines)
+            if len(chunk) < COALESCE_BELOW:
+                # A trickle (Postfix writes line by line): let more arrive, then take them
+                # all with one read, one parse loop and one write, not a wake-up per line.
+                await asyncio.sleep(COALESCE_SECONDS)
 
     def _emit(self, raw_lines: list[bytes]) -> None:
         batch = []

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from mailstack.errors import DaemonError
+from mailstack.log import structured
 from mailstack.runtime.daemon import Daemon
 from mailstack.runtime.files import write_atomic
-from mailstack.runtime.logparse import parse_postfix_line
+from mailstack.runtime.logparse import LogRecord, parse_postfix_line
 from mailstack.runtime.plan import PostfixPlan
 from mailstack.runtime.probes import smtp_ready
 from mailstack.settings.values import parse_listen
@@ -97,10 +98,13 @@ class Postfix(Daemon):
             name=process.name,
             argv=process.argv,
             env=process.env,
-            parse_line=parse_postfix_line,
+            parse_line=self._parse,
             probe=lambda: smtp_ready(self.listeners[0]),
             ready_timeout=process.ready_timeout,
         )
+
+    def _parse(self, line: str) -> LogRecord:
+        return parse_postfix_line(line, with_fields=self.observe is not None or structured())
 
     def check_listeners(self) -> None:
         """Postfix reports a busy port only to syslog; find out first and say so clearly."""

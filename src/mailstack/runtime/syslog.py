@@ -7,13 +7,21 @@ import contextlib
 import socket
 from pathlib import Path
 
-from mailstack.log import emit_daemon_line
+from mailstack.log import DaemonLine, emit_daemon_lines
 from mailstack.runtime.logparse import LineObserver, parse_syslog_datagram
+
+#: Seconds a log line may wait for others to be written with it.
+COALESCE = 0.005
 
 
 class _Protocol(asyncio.DatagramProtocol):
+    """Collects datagrams and writes them out together, at most every COALESCE seconds:
+    under load one write (and one wake-up of the loop for output) serves many lines."""
+
     def __init__(self, observe: LineObserver | None) -> None:
         self.observe = observe
+        self.pending: list[DaemonLine] = []
+        self.flush_handle: asyncio.TimerHandle | None = None
 
     def datagram_received(self, data: bytes, addr: object) -> None:
         text = data.decode("utf-8", errors="replace")
@@ -22,7 +30,17 @@ class _Protocol(asyncio.DatagramProtocol):
                 record = parse_syslog_datagram(part)
                 if self.observe is not None:
                     self.observe(record)
-                emit_daemon_line(record.service, record.pid, record.level, record.message)
+                self.pending.append(
+                    DaemonLine(record.service, record.pid, record.level, record.message)
+                )
+        if self.pending and self.flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self.flush_handle = loop.call_later(COALESCE, self.flush)
+
+    def flush(self) -> None:
+        self.flush_handle = None
+        lines, self.pending = self.pending, []
+        emit_daemon_lines(lines)
 
 
 class SyslogReceiver:
@@ -53,7 +71,12 @@ class SyslogReceiver:
 
     async def stop(self) -> None:
         if self._transport is not None:
+            protocol = self._transport.get_protocol()
             self._transport.close()
             self._transport = None
+            if isinstance(protocol, _Protocol):
+                if protocol.flush_handle is not None:
+                    protocol.flush_handle.cancel()
+                protocol.flush()  # nothing received is lost at stop
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
