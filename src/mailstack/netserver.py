@@ -70,20 +70,22 @@ class Listener:
         if path is not None:
             socket_path = Path(path)
             _remove_stale_socket(socket_path)
-            self._server = await asyncio.start_unix_server(
-                self._serve, path=socket_path, limit=self.read_limit
-            )
+            self._server = await self._open_unix(socket_path)
             socket_path.chmod(mode)  # noqa: ASYNC240 - one syscall at start-up
             self._path = socket_path
             self.address = socket_path
         else:
-            self._server = await asyncio.start_server(
-                self._serve, host=host, port=port, limit=self.read_limit
-            )
+            self._server = await self._open_tcp(host, port)
             bound = self._server.sockets[0].getsockname()
             self.address = (bound[0], bound[1])
         log.info("%s listening on %s", self.name, format_address(self.address))
         return self.address
+
+    async def _open_unix(self, path: Path) -> asyncio.Server:
+        return await asyncio.start_unix_server(self._serve, path=path, limit=self.read_limit)
+
+    async def _open_tcp(self, host: str, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._serve, host=host, port=port, limit=self.read_limit)
 
     @property
     def port(self) -> int:
@@ -153,3 +155,39 @@ class Listener:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+
+class ProtocolListener(Listener):
+    """A Listener whose connections are `asyncio.Protocol`s made by `make_protocol()`: no
+    task, reader or timeout per read, for request/reply hot paths (Postfix's lookups).
+
+    Protocols call `track(transport)` / `untrack(transport)` when connected and lost, so
+    `stop()` can close them; the connection limits do not apply (the peers are daemons).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._transports: set[asyncio.BaseTransport] = set()
+
+    def make_protocol(self) -> asyncio.Protocol:
+        raise NotImplementedError
+
+    async def _open_unix(self, path: Path) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        return await loop.create_unix_server(self.make_protocol, path=path)
+
+    async def _open_tcp(self, host: str, port: int) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(self.make_protocol, host=host, port=port)
+
+    def track(self, transport: asyncio.BaseTransport) -> None:
+        self._transports.add(transport)
+
+    def untrack(self, transport: asyncio.BaseTransport) -> None:
+        self._transports.discard(transport)
+
+    async def stop(self) -> None:
+        for transport in list(self._transports):
+            transport.close()
+        self._transports.clear()
+        await super().stop()

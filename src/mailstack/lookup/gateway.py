@@ -45,6 +45,17 @@ class StoreGateway:
         )
         self._closed = False
 
+    @property
+    def inline(self) -> bool:
+        """Whether calls run on the caller's thread (SQLite): `call_inline` may be used."""
+        return self._executor is None
+
+    def call_inline(self, function: Callable[..., T], *args: object) -> T:
+        """`function(resolver, *args)` right here; only for an inline gateway."""
+        if self._closed:
+            raise StoreUnavailable("store gateway closed")
+        return function(self.resolver, *args)
+
     async def call(self, function: Callable[..., T], *args: object) -> T:
         """`function(resolver, *args)`; StoreUnavailable on a store error or the deadline."""
         if self._closed:
