@@ -155,3 +155,67 @@ def test_xoauth2_without_username_is_refused(root: Path, port: int) -> None:
     assert "error: XOAUTH2_CLIENT_ID: XOAUTH2 needs RELAYHOST and RELAYHOST_USERNAME" in (
         result.stderr
     )
+
+
+async def test_only_postfix_may_use_the_hop_and_big_messages_are_refused(
+    root: Path, port: int
+) -> None:
+    """Another local process reaching the hop's loopback port cannot send as the account
+    (530 without the per-start password, 535 with a wrong one); Postfix can; a message over
+    the size limit is refused at DATA (552), not held in memory."""
+    tokens = TokenServer()
+    await tokens.start()
+    upstream = RelayServer(tokens)
+    await upstream.start()
+    issued = tokens.issue()
+    hop_port = free_port()
+    env = base_env(
+        root,
+        port,
+        ALLOWED_SENDER_DOMAINS="example.com",
+        RELAYHOST=f"[127.0.0.1]:{upstream.port}",
+        RELAYHOST_USERNAME=USERNAME,
+        POSTFIX_smtp_tls_security_level="none",
+        POSTFIX_message_size_limit="200000",
+        XOAUTH2_CLIENT_ID=CLIENT_ID,
+        XOAUTH2_SECRET=CLIENT_SECRET,
+        XOAUTH2_TOKEN_ENDPOINT=tokens.url,
+        XOAUTH2_INITIAL_ACCESS_TOKEN=issued.access_token,
+        XOAUTH2_INITIAL_REFRESH_TOKEN=issued.refresh_token,
+        MAILSTACK_XOAUTH2_PORT=str(hop_port),
+    )
+    relay = Relay(root, env)
+
+    def intruder() -> tuple[int, int]:
+        with smtplib.SMTP("127.0.0.1", hop_port, timeout=30) as hop:
+            hop.ehlo("intruder")
+            refused, _ = hop.mail("app@example.com")
+            wrong, _ = hop.docmd("AUTH", "PLAIN AHBvc3RmaXgAbm90LXRoZS1wYXNzd29yZA==")
+            return refused, wrong
+
+    def oversized() -> int:
+        line = (root / "etc/postfix/sasl_passwd").read_text().split()[1]
+        password = line.split(":", 1)[1]
+        with smtplib.SMTP("127.0.0.1", hop_port, timeout=30) as hop:
+            hop.login("postfix", password)
+            big = message("app@example.com", "big@example.net", "big") + b"x" * 300_000
+            try:
+                hop.sendmail("app@example.com", ["big@example.net"], big)
+            except smtplib.SMTPDataError as exc:
+                return exc.smtp_code
+            except smtplib.SMTPSenderRefused as exc:
+                return exc.smtp_code
+        return 250
+
+    try:
+        await asyncio.to_thread(relay.start)
+        assert await asyncio.to_thread(intruder) == (530, 535)
+        await asyncio.to_thread(_send, port, ["ok@example.net"])
+        await eventually(lambda: len(upstream.received) >= 1, 30, "Postfix's delivery")
+        assert await asyncio.to_thread(oversized) == 552
+        assert [m.rcpt_tos for m in upstream.received] == [["ok@example.net"]]
+        assert await asyncio.to_thread(relay.stop) == 0
+    finally:
+        relay.cleanup()
+        await upstream.stop()
+        await tokens.stop()

@@ -195,13 +195,17 @@ XOAUTH2 = {**RELAY_AUTH, "XOAUTH2_CLIENT_ID": "client", "XOAUTH2_SECRET": "secre
 
 
 def test_xoauth2_sends_through_the_local_hop(relay: RelayLoader, relay_main_cf: MainCf) -> None:
-    """XOAUTH2 on: Postfix relays to mailstack's loopback hop, which does TLS and AUTH."""
+    """XOAUTH2 on: Postfix relays to mailstack's loopback hop, which does TLS and XOAUTH2
+    upstream; Postfix logs in to the hop with the password of this start, never with
+    RELAYHOST_PASSWORD."""
     lines = relay_main_cf(**XOAUTH2)
     assert parameter(lines, "relayhost") == "[127.0.0.1]:10587"
     assert parameter(lines, "smtp_tls_security_level") == "none"
-    assert parameter(lines, "smtp_sasl_auth_enable") is None, "the hop authenticates, not Postfix"
+    assert parameter(lines, "smtp_sasl_auth_enable") == "yes"
+    assert parameter(lines, "smtp_sasl_mechanism_filter") == "plain"
     settings = relay(**XOAUTH2, RELAYHOST_PASSWORD="unused")
-    assert content(render_postfix(settings, Paths(settings.root), False), "sasl_passwd") == ""
+    files = render_postfix(settings, Paths(settings.root), False, hop_password="per-start")
+    assert content(files, "sasl_passwd") == "[127.0.0.1]:10587\tpostfix:per-start\n"
     moved = relay_main_cf(**XOAUTH2, MAILSTACK_XOAUTH2_PORT="11025")
     assert parameter(moved, "relayhost") == "[127.0.0.1]:11025"
 

@@ -60,3 +60,33 @@ def test_settings_and_datastore_spell_a_domain_the_same_way() -> None:
     for name in ("straße.example", "Bücher.Example", "example.com"):
         assert parse_domain(name) == normalise_domain(name)
     assert parse_domain("straße.example") == "xn--strae-oqa.example"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "accepted"),
+    [
+        ("https://login.example.com/token", True),
+        ("http://127.0.0.1:8080/token", True),
+        ("http://[::1]:8080/token", True),
+        ("http://localhost/token", True),
+        ("http://login.example.com/token", False),
+        ("http://10.0.0.1/token", False),
+        ("ftp://login.example.com/token", False),
+    ],
+)
+def test_token_endpoint_must_be_https_unless_loopback(endpoint: str, accepted: bool) -> None:
+    """The client secret and refresh token never cross a network in clear."""
+    env = {
+        **RELAY_ENV,
+        "RELAYHOST": "[smtp.example.com]:587",
+        "RELAYHOST_USERNAME": "app@example.com",
+        "XOAUTH2_CLIENT_ID": "id",
+        "XOAUTH2_SECRET": "secret",
+        "XOAUTH2_TOKEN_ENDPOINT": endpoint,
+    }
+    if accepted:
+        assert load_relay_settings(env, []).xoauth2_token_endpoint == endpoint
+    else:
+        with pytest.raises(ConfigError) as caught:
+            load_relay_settings(env, [])
+        assert [p.variable for p in caught.value.problems] == ["XOAUTH2_TOKEN_ENDPOINT"]

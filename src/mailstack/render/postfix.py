@@ -72,7 +72,17 @@ def main_cf_parameters(settings: RelaySettings, paths: Paths, dkim_enabled: bool
         # upstream and answers only after the relay host did (see mailstack.xoauth2).
         params["relayhost"] = f"[127.0.0.1]:{settings.xoauth2_hop_port}"
         params["smtp_tls_security_level"] = "none"
-    if settings.relay_auth is not None:
+        # Postfix logs in to the hop with a password made at each start (sasl_passwd), so
+        # no other local process can send through it; loopback, so PLAIN without TLS
+        params.update(
+            {
+                "smtp_sasl_auth_enable": "yes",
+                "smtp_sasl_password_maps": f"texthash:{config / 'sasl_passwd'}",
+                "smtp_sasl_security_options": "noanonymous",
+                "smtp_sasl_mechanism_filter": "plain",
+            }
+        )
+    if settings.relay_auth is not None and not settings.xoauth2_enabled:
         params.update(relay_auth_parameters(paths))
     if settings.masqueraded_domains:
         params["masquerade_domains"] = " ".join(settings.masqueraded_domains)
@@ -164,8 +174,20 @@ def render_sasl_passwd(key: str, username: str, password: str) -> str:
     return f"{key}\t{username}:{password}\n"
 
 
-def render_postfix(settings: RelaySettings, paths: Paths, dkim_enabled: bool) -> list[RenderedFile]:
-    """All files in the Postfix configuration folder."""
+def hop_login(settings: RelaySettings, hop_password: str) -> tuple[str, str, str]:
+    """The sasl_passwd entry with which Postfix logs in to the XOAUTH2 hop."""
+    return f"[127.0.0.1]:{settings.xoauth2_hop_port}", "postfix", hop_password
+
+
+def render_postfix(
+    settings: RelaySettings,
+    paths: Paths,
+    dkim_enabled: bool,
+    *,
+    hop_password: str | None = None,
+) -> list[RenderedFile]:
+    """All files in the Postfix configuration folder. `hop_password`: the XOAUTH2 hop's
+    password for this start (made by `prepare`)."""
     config = paths.postfix_config
     params = main_cf_parameters(settings, paths, dkim_enabled)
     files = [
@@ -182,6 +204,8 @@ def render_postfix(settings: RelaySettings, paths: Paths, dkim_enabled: bool) ->
         ),
     ]
     auth = settings.relay_auth
+    if settings.xoauth2_enabled:
+        auth = hop_login(settings, hop_password) if hop_password else None
     files.append(
         RenderedFile(
             config / "sasl_passwd",

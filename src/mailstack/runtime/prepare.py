@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailstack.dkim.keys import (
@@ -56,6 +57,8 @@ class Prepared:
     """What `prepare` decided, needed to start the daemons."""
 
     dkim_keys: tuple[DomainKey, ...]
+    #: the XOAUTH2 hop's password for this start (Postfix's sasl_passwd and the hop's config)
+    hop_password: str | None = field(default=None, repr=False)
 
     @property
     def dkim_enabled(self) -> bool:
@@ -222,7 +225,8 @@ def prepare(settings: RelaySettings, paths: Paths) -> Prepared:
     keys = signing_keys(settings, paths)
     for key in keys:
         make_readable_by_opendkim(key.private_key)
-    materialise(render_postfix(settings, paths, dkim_enabled=bool(keys)))
+    hop_password = secrets.token_urlsafe(32) if settings.xoauth2_enabled else None
+    materialise(render_postfix(settings, paths, bool(keys), hop_password=hop_password))
     materialise(render_opendkim(settings, paths, keys, log_why=settings.inbound_debugging))
     if keys:
         log.info("DKIM signing for %s", ", ".join(f"{k.domain} (s={k.selector})" for k in keys))
@@ -230,7 +234,7 @@ def prepare(settings: RelaySettings, paths: Paths) -> Prepared:
         log.info("no DKIM keys found: mail is not signed")
     postfix_permissions(paths, child_environment(settings.tz, paths))
     run_init_scripts(paths)
-    return Prepared(dkim_keys=tuple(keys))
+    return Prepared(dkim_keys=tuple(keys), hop_password=hop_password)
 
 
 #: Postfix's queue folders: (name, owner, group, mode), as `postfix set-permissions` makes them.

@@ -22,7 +22,9 @@ from mailstack.runtime.profile import (
 from mailstack.settings.model import RelaySettings
 
 
-def xoauth2_process(settings: RelaySettings, paths: Paths, env: dict[str, str]) -> Process:
+def xoauth2_process(
+    settings: RelaySettings, paths: Paths, env: dict[str, str], hop_password: str | None
+) -> Process:
     """The worker with the XOAUTH2 hop, as the unprivileged worker user.
 
     Its config holds the OAuth2 secrets: it goes to the worker in a 0600 file, never in argv
@@ -33,7 +35,10 @@ def xoauth2_process(settings: RelaySettings, paths: Paths, env: dict[str, str]) 
 
     account = worker_account("XOAUTH2_CLIENT_ID")
     config = config_from_settings(
-        settings, paths.postfix_queue, listen_port=settings.xoauth2_hop_port
+        settings,
+        paths.postfix_queue,
+        listen_port=settings.xoauth2_hop_port,
+        client_password=hop_password,
     )
     folder = config.token_file.parent
     ensure_dir(folder, 0o700)
@@ -73,7 +78,7 @@ def relay_plan(settings: RelaySettings, paths: Paths, prepared: Prepared) -> Pla
         opendkim, syslog = opendkim_with_log(paths, env)
         processes.append(opendkim)
     if settings.xoauth2_enabled:
-        processes.append(xoauth2_process(settings, paths, env))
+        processes.append(xoauth2_process(settings, paths, env, prepared.hop_password))
     listeners = [str(settings.listen_submission)]
     if settings.listen_smtp is not None:
         listeners.append(str(settings.listen_smtp))
@@ -86,6 +91,8 @@ def relay_plan(settings: RelaySettings, paths: Paths, prepared: Prepared) -> Pla
         render_master_cf(settings, accepting=False),
     )
     secrets = relay_secrets(settings)
+    if prepared.hop_password:
+        secrets.append(prepared.hop_password)
     ready_on = settings.listen_submission
     return assemble_plan(
         "relay", settings, processes, postfix, ready_on=ready_on, syslog=syslog, secrets=secrets

@@ -77,6 +77,10 @@ AUTH_NEEDS_TLS = (
     "queue for ever; use may or a stronger level, or allow the password in clear with "
     "POSTFIX_smtp_sasl_security_options=noanonymous"
 )
+TOKEN_ENDPOINT_NOT_HTTPS = (
+    "must be an https:// URL: the client secret and refresh token travel in it "  # noqa: S105
+    "(plain http is accepted only to a loopback address)"
+)
 CONTROL_CHARACTER = (
     "contains a control character ({}); a value must fit on one line of a configuration file"
 )
@@ -342,6 +346,9 @@ def _cross_checks(raw: Mapping[str, Any], problems: list[Problem]) -> None:
         raw.get("RELAYHOST") and raw.get("RELAYHOST_USERNAME")
     ):
         problems.append(Problem("XOAUTH2_CLIENT_ID", XOAUTH2_NEEDS_RELAYHOST))
+    endpoint = raw.get("XOAUTH2_TOKEN_ENDPOINT")
+    if endpoint and not values.secure_url(endpoint):
+        problems.append(Problem("XOAUTH2_TOKEN_ENDPOINT", TOKEN_ENDPOINT_NOT_HTTPS))
     if _password_needs_tls(raw) and raw.get("POSTFIX_smtp_tls_security_level") == "none":
         problems.append(Problem("POSTFIX_smtp_tls_security_level", AUTH_NEEDS_TLS))
     listeners = {

@@ -111,6 +111,25 @@ def same_socket(a: HostPort, b: HostPort) -> bool:
     return a.port == b.port and (a.host == b.host or bool({a.host, b.host} & wildcards))
 
 
+def secure_url(url: str) -> bool:
+    """https://, or http:// to a loopback address (a token endpoint in a test, a local
+    proxy): nothing secret crosses a network in clear."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() == "https":
+        return True
+    if scheme.lower() != "http":
+        return False
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host[1 : host.index("]")] if host.startswith("[") and "]" in host else host
+    host = host.split(":", 1)[0] if host.count(":") == 1 else host
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def listener_clashes(listeners: dict[str, HostPort | None]) -> list[tuple[str, str]]:
     """(later, earlier) pairs of variables whose listeners would share a port, in the order
     given: the later one is the one to report."""

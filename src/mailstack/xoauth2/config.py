@@ -22,6 +22,9 @@ GOOGLE_TOKEN_ENDPOINT = "https://accounts.google.com/o/oauth2/token"  # noqa: S1
 MICROSOFT_SCOPE = "https://outlook.office.com/SMTP.Send offline_access"
 DEFAULT_HOP_PORT = 10587
 SMTPS_PORT = 465
+#: The hop holds a message in memory while the relay host takes it: its limit when
+#: POSTFIX_message_size_limit is 0 (unlimited), above any big provider's own.
+DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,11 @@ class HopConfig:
     tls_verify: bool = True
     ca_file: Path | None = None
     helo_name: str = "localhost"  # used when Postfix's own EHLO name is not known
+    #: When set, clients must AUTH PLAIN with this password (Postfix has it in sasl_passwd):
+    #: other processes that can reach loopback cannot send as the account.
+    client_password: str | None = field(default=None, repr=False)
+    #: Bigger messages get 552 at DATA (Postfix bounces them) instead of filling memory.
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE
 
     def tls_context(self) -> ssl.SSLContext | None:
         """The client TLS context for the relay host (None for plain connections)."""
@@ -95,6 +103,7 @@ def config_from_settings(
     *,
     listen_port: int = DEFAULT_HOP_PORT,
     helo_name: str | None = None,
+    client_password: str | None = None,
 ) -> HopConfig:
     """Build the hop's config from the relay settings (XOAUTH2 must be enabled)."""
     relay = settings.relayhost
@@ -123,6 +132,8 @@ def config_from_settings(
         full_trace=settings.xoauth2_full_trace,
         syslog_on_failure=settings.xoauth2_syslog_on_failure,
         helo_name=helo_name or settings.myhostname,
+        client_password=client_password,
+        max_message_bytes=settings.message_size_limit or DEFAULT_MAX_MESSAGE,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import ipaddress
 import logging
 import logging.handlers
@@ -23,7 +24,7 @@ import socket
 from typing import Any
 
 import httpx
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from mailstack.xoauth2.config import HopConfig
 from mailstack.xoauth2.errors import XOAuth2Error
@@ -170,8 +171,9 @@ def _bare(address: str | None) -> str:
 class XOAuth2Hop:
     """The controller: start() returns once listening; stop() may be called any number of times.
 
-    Postfix is pointed at it with `relayhost = [127.0.0.1]:<port>` and no SASL of its own.
-    The hop itself has no authentication, so it listens on loopback only.
+    Postfix is pointed at it with `relayhost = [127.0.0.1]:<port>`; with `client_password`
+    set (as `mailstack run` does), Postfix logs in with it, so no other local process can
+    send through the hop. It listens on loopback only.
     """
 
     def __init__(self, config: HopConfig) -> None:
@@ -282,14 +284,29 @@ class XOAuth2Hop:
     # -- used by the handler ------------------------------------------------------------
 
     def _make_session(self) -> _Session:
+        password = self.config.client_password
         return _Session(
             self,
-            data_size_limit=None,  # the relay host enforces its own limit at DATA
+            data_size_limit=self.config.max_message_bytes,
             enable_SMTPUTF8=True,
             decode_data=False,
             ident="mailstack xoauth2 hop",
-            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            auth_required=password is not None,
+            auth_require_tls=False,  # loopback only, and the password is per start
+            auth_exclude_mechanism=["LOGIN"] if password else ["LOGIN", "PLAIN"],
+            authenticator=self._authenticate if password else None,
         )
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        """Only Postfix knows the per-start password (sasl_passwd, 0600)."""
+        expected = self.config.client_password
+        given = data.password.decode() if isinstance(data, LoginPassword) else None
+        if expected and given is not None and hmac.compare_digest(given, expected):
+            return AuthResult(success=True)
+        log.warning("xoauth2 hop: refused a client that is not Postfix")
+        return AuthResult(success=False, handled=False)
 
     def _new_upstream(self, helo_name: str | None) -> Upstream:
         trace = Trace(self.config.full_trace, self.redact)
