@@ -12,6 +12,8 @@ import contextlib
 import logging
 import os
 import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -191,3 +193,113 @@ class ProtocolListener(Listener):
             transport.close()
         self._transports.clear()
         await super().stop()
+
+
+class FramingError(Exception):
+    """The input can never become a request: send `reply` and close the connection."""
+
+    def __init__(self, reply: bytes, reason: str) -> None:
+        super().__init__(reason)
+        self.reply = reply
+
+
+@dataclass
+class Exchange:
+    """How one request/reply protocol frames and answers, for `RequestConnection`.
+
+    `split` takes the next whole request off the buffer (None: more bytes needed; raises
+    FramingError). `answer` replies to one request (b"" to send nothing) and says whether to
+    keep the connection. `answer_now`, when given, does the same without awaiting anything:
+    used while the store answers inline (SQLite), so a read is answered in its callback.
+    """
+
+    split: Callable[[bytearray], bytes | None]
+    answer: Callable[[bytes], Awaitable[tuple[bytes, bool]]]
+    answer_now: Callable[[bytes], tuple[bytes, bool]] | None = None
+
+
+class RequestConnection(asyncio.Protocol):
+    """One connection of a ProtocolListener: requests answered in order, one write per
+    batch; closed after `idle_timeout` without input (checked once per period, not reset
+    per request)."""
+
+    def __init__(self, server: ProtocolListener, exchange: Exchange, idle_timeout: float) -> None:
+        self.server = server
+        self.exchange = exchange
+        self.idle_timeout = idle_timeout
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.pending: asyncio.Task[None] | None = None
+        self.idle: asyncio.TimerHandle | None = None
+        self.active = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets
+        self.transport = transport
+        self.server.track(transport)
+        self._watch_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.server.untrack(self.transport)
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.pending is not None:
+            self.pending.cancel()
+
+    def _watch_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(self.idle_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.active:
+            self.active = False
+            self._watch_idle()
+        elif self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.active = True
+        self.buffer += data
+        if self.pending is not None:
+            return  # the running task takes the rest, in order
+        if self.exchange.answer_now is not None:
+            self._answer_now(self.exchange.answer_now)
+        else:
+            self.pending = asyncio.get_running_loop().create_task(self._answer_in_order())
+
+    def _next(self) -> bytes | None:
+        try:
+            return self.exchange.split(self.buffer)
+        except FramingError as exc:
+            log.warning("%s: closing connection after bad input: %s", self.server.name, exc)
+            self.buffer.clear()
+            self._send(exc.reply, keep_open=False)
+            return None
+
+    def _send(self, reply: bytes, *, keep_open: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if reply:
+            self.transport.write(reply)
+        if not keep_open:
+            self.transport.close()
+
+    def _answer_now(self, answer: Callable[[bytes], tuple[bytes, bool]]) -> None:
+        replies = []
+        keep_open = True
+        while keep_open and (request := self._next()) is not None:
+            reply, keep_open = answer(request)
+            replies.append(reply)
+        if replies:
+            self._send(b"".join(replies), keep_open=keep_open)
+
+    async def _answer_in_order(self) -> None:
+        try:
+            while (request := self._next()) is not None:
+                reply, keep_open = await self.exchange.answer(request)
+                self._send(reply, keep_open=keep_open)
+                if not keep_open:
+                    return
+        finally:
+            self.pending = None

@@ -30,7 +30,7 @@ from mailstack.lookup import dictproto
 from mailstack.lookup.gateway import StoreGateway
 from mailstack.lookup.resolver import Resolver
 from mailstack.names import try_address
-from mailstack.netserver import Listener
+from mailstack.netserver import Exchange, FramingError, ProtocolListener, RequestConnection
 from mailstack.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -119,9 +119,20 @@ def iterate(resolver: Resolver, paths: tuple[str, ...], flags: int, limit: int) 
     return rows
 
 
-class DictServer(Listener):
+def _split_line(buffer: bytearray) -> bytes | None:
+    """The next line (without its LF), or None; an overlong line ends the connection."""
+    end = buffer.find(b"\n", 0, dictproto.MAX_LINE + 1)
+    if end < 0:
+        if len(buffer) > dictproto.MAX_LINE:
+            raise FramingError(dictproto.reply_fail("line too long").encode(), "line too long")
+        return None
+    line = bytes(buffer[:end])
+    del buffer[: end + 1]
+    return line
+
+
+class DictServer(ProtocolListener):
     name = "dict"
-    read_limit = dictproto.MAX_LINE + 1
 
     def __init__(
         self,
@@ -136,23 +147,16 @@ class DictServer(Listener):
         self.idle_timeout = idle_timeout
         self.serves = serves
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello: dictproto.Hello | None = None
-        while True:
-            try:
-                raw = await asyncio.wait_for(reader.readuntil(b"\n"), self.idle_timeout)
-            except asyncio.LimitOverrunError:
-                writer.write(dictproto.reply_fail("line too long").encode())
-                await writer.drain()
-                return
-            except asyncio.IncompleteReadError:
-                return
-            reply, hello, keep_open = await self.respond(raw[:-1], hello)
-            if reply:
-                writer.write(reply.encode())
-                await writer.drain()
-            if not keep_open:
-                return
+    def make_protocol(self) -> asyncio.Protocol:
+        """One connection: its HELLO state lives in this closure, requests in order."""
+        state: list[dictproto.Hello | None] = [None]
+
+        async def answer(line: bytes) -> tuple[bytes, bool]:
+            reply, state[0], keep_open = await self.respond(line, state[0])
+            return reply.encode(), keep_open
+
+        exchange = Exchange(split=_split_line, answer=answer)
+        return RequestConnection(self, exchange, self.idle_timeout)
 
     async def respond(
         self, raw: bytes, hello: dictproto.Hello | None

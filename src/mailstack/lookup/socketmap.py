@@ -14,7 +14,7 @@ import logging
 
 from mailstack.lookup import maps, netstring
 from mailstack.lookup.gateway import StoreGateway
-from mailstack.netserver import ProtocolListener
+from mailstack.netserver import Exchange, FramingError, ProtocolListener, RequestConnection
 from mailstack.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,15 @@ class SocketmapServer(ProtocolListener):
         self.idle_timeout = idle_timeout
 
     def make_protocol(self) -> asyncio.Protocol:
-        return _Connection(self)
+        def answer_now(payload: bytes) -> tuple[bytes, bool]:
+            return netstring.encode(self.respond_inline(payload)), True
+
+        inline = answer_now if self.gateway.inline else None
+        exchange = Exchange(split=_split, answer=self._answer, answer_now=inline)
+        return RequestConnection(self, exchange, self.idle_timeout)
+
+    async def _answer(self, payload: bytes) -> tuple[bytes, bool]:
+        return netstring.encode(await self.respond(payload)), True
 
     async def respond(self, payload: bytes) -> bytes:
         """One reply payload for one request payload; never raises."""
@@ -60,6 +68,20 @@ class SocketmapServer(ProtocolListener):
         except Exception as exc:  # noqa: BLE001 - every failure becomes TEMP, never a drop
             return _failure(request, exc)
         return _reply(request, found)
+
+
+def _split(buffer: bytearray) -> bytes | None:
+    """The next request's payload off the buffer; broken framing gets PERM and a close,
+    since nothing after it can be trusted to be in sync."""
+    try:
+        decoded = netstring.decode(buffer, MAX_REQUEST)
+    except netstring.NetstringError as exc:
+        raise FramingError(netstring.encode(b"PERM malformed request"), str(exc)) from None
+    if decoded is None:
+        return None
+    payload, used = decoded
+    del buffer[:used]
+    return payload
 
 
 def _request(payload: bytes) -> tuple[str, str] | bytes:
@@ -90,86 +112,3 @@ def _reply(request: tuple[str, str], found: maps.Answer) -> bytes:
         log.warning("socketmap %s: reply for %r is %d bytes", name, key, len(reply))
         return b"PERM reply too long"
     return reply
-
-
-class _Connection(asyncio.Protocol):
-    """One Postfix connection: many requests, each answered in order."""
-
-    def __init__(self, server: SocketmapServer) -> None:
-        self.server = server
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.pending: asyncio.Task[None] | None = None
-        self.idle: asyncio.TimerHandle | None = None
-        self.active = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets
-        self.transport = transport
-        self.server.track(transport)
-        self._watch_idle()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.transport is not None:
-            self.server.untrack(self.transport)
-        if self.idle is not None:
-            self.idle.cancel()
-        if self.pending is not None:
-            self.pending.cancel()
-
-    def _watch_idle(self) -> None:
-        """Close a connection that sent nothing for idle_timeout; checked once per period
-        (a flag per request, not a timer per request)."""
-        loop = asyncio.get_running_loop()
-        self.idle = loop.call_later(self.server.idle_timeout, self._idle_check)
-
-    def _idle_check(self) -> None:
-        if self.active:
-            self.active = False
-            self._watch_idle()
-        elif self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        self.active = True
-        self.buffer += data
-        if self.pending is not None:
-            return  # the running task takes the rest in order
-        if self.server.gateway.inline:
-            self._answer_inline()
-        else:
-            self.pending = asyncio.get_running_loop().create_task(self._answer_in_order())
-
-    def _next(self) -> bytes | None:
-        """The next complete request, or None; closes the connection on broken framing."""
-        try:
-            decoded = netstring.decode(self.buffer, MAX_REQUEST)
-        except netstring.NetstringError as exc:
-            log.warning("socketmap: closing connection after bad request: %s", exc)
-            if self.transport is not None:
-                self.transport.write(netstring.encode(b"PERM malformed request"))
-                self.transport.close()
-            self.buffer.clear()
-            return None
-        if decoded is None:
-            return None
-        payload, used = decoded
-        del self.buffer[:used]
-        return payload
-
-    def _answer_inline(self) -> None:
-        replies = []
-        while (payload := self._next()) is not None:
-            replies.append(netstring.encode(self.server.respond_inline(payload)))
-        if replies and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(replies))
-
-    async def _answer_in_order(self) -> None:
-        try:
-            while (payload := self._next()) is not None:
-                reply = await self.server.respond(payload)
-                if self.transport is None or self.transport.is_closing():
-                    return
-                self.transport.write(netstring.encode(reply))
-        finally:
-            self.pending = None
