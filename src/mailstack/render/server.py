@@ -122,8 +122,9 @@ def server_main_cf_parameters(
         params.update(relay_auth_parameters(paths))
     # never let a user's mail pass unchecked or leave unsigned because a milter is down
     params.update({"milter_protocol": "6", "milter_default_action": "tempfail"})
-    if dkim_enabled:
-        params["non_smtpd_milters"] = f"unix:{paths.opendkim_socket}"
+    # No non_smtpd_milters: mail re-injected locally (a Sieve redirect of someone else's
+    # message, a vacation reply) is not signed, or a forged From: in one of our domains,
+    # received on 25 and redirected, would leave with our valid signature.
     return apply_overrides(params, settings.postfix_overrides)
 
 
