@@ -26,6 +26,7 @@ import helm_python as helm
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-image.sh"
@@ -59,12 +60,6 @@ def podman(
     if check and result.returncode != 0:
         pytest.fail(f"podman {' '.join(args)} -> {result.returncode}\n{result.stderr}")
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -13,36 +13,22 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import text
+from tests.helpers import free_port, wait_for
 
 from mailstack.lookup import Endpoint, LookupService
 from mailstack.store import create_engine_for
 
+__all__ = ["free_port", "wait_for"]  # shared with tests/helpers.py, re-exported for conftest
+
 T = TypeVar("T")
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (daemons that cannot bind 0 use it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition` until true; fail with `what` when the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def port_open(port: int) -> bool:
