@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.admin import aliases, dkim, domains, sieve, users
+from mailstack.admin import aliases, dkim, dns, domains, sieve, users
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -25,3 +25,4 @@ def register(app: typer.Typer) -> None:
     """Add `domain`, `user`, `alias`, `sieve` and `dkim` to the main app."""
     for name, group in GROUPS:
         app.add_typer(group, name=name)
+    dns.register(app)
