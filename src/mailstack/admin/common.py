@@ -94,7 +94,7 @@ def _shown_url(url: str) -> str:
 
 
 def _open(database: str | None) -> MailStore:
-    from mailstack.settings.server import default_database
+    from mailstack.settings.locations import default_database
     from mailstack.store import InvalidInput, MailStore, StoreUnavailable, database_url
 
     url = database_url(database if database is not None else default_database(os.environ))

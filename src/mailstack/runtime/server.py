@@ -56,7 +56,8 @@ from mailstack.runtime.profile import (
     worker_account,
 )
 from mailstack.runtime.tls import ensure_certificate
-from mailstack.settings.server import ServerSettings, database_location
+from mailstack.settings.locations import database_location
+from mailstack.settings.server import ServerSettings
 
 log = logging.getLogger("mailstack.server")
 
@@ -188,7 +189,7 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
     """Folders, datastore schema, TLS certificate, DKIM keys, configuration, init scripts."""
     check_timezone(settings.tz)
     _setup_server_dirs(settings, paths)
-    database = database_location(settings)
+    database = database_location(settings.root, settings.database_url)
     _worker_account()
     found = _hosted_domains(settings, paths, database)
     domains = found or []

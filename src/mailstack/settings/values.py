@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mailstack.errors import InvalidInput
 from mailstack.names import normalise_domain
@@ -32,25 +33,24 @@ def parse_domain(raw: str) -> str:
         raise ValueError(f"{raw!r} is not a valid domain name") from None
 
 
+def split_items(raw: str) -> list[str]:
+    """The items of a list variable: any whitespace or commas separate them."""
+    return [item for item in re.split(r"[\s,]+", raw) if item]
+
+
 def parse_domain_list(raw: str) -> tuple[str, ...]:
     """Whitespace-separated domains (commas are accepted too, and stripped)."""
-    items = [item for item in re.split(r"[\s,]+", raw) if item]
-    domains: list[str] = []
-    for item in items:
-        domain = parse_domain(item)
-        if domain not in domains:
-            domains.append(domain)
-    return tuple(domains)
+    return tuple(dict.fromkeys(parse_domain(item) for item in split_items(raw)))
 
 
 def parse_networks(raw: str) -> tuple[str, ...]:
     """Postfix mynetworks: CIDR blocks or addresses ([::1]/128 style too) or type:table."""
-    items = [item for item in re.split(r"[\s,]+", raw) if item]
+    items = split_items(raw)
     if not items:
         raise ValueError("must list at least one network, e.g. 127.0.0.0/8")
     result: list[str] = []
     for item in items:
-        bare = item.replace("[", "").replace("]", "")
+        bare = _unbracketed(item)
         try:
             network = ipaddress.ip_network(bare, strict=False)
         except ValueError:
@@ -66,6 +66,19 @@ def parse_networks(raw: str) -> tuple[str, ...]:
             item = f"[{address}]/{length}" if length else f"[{address}]"
         result.append(item)
     return tuple(result)
+
+
+def _unbracketed(item: str) -> str:
+    """`[2001:db8::]/32` -> `2001:db8::/32`: Postfix's brackets around an IPv6 address."""
+    return item.replace("[", "").replace("]", "")
+
+
+def parse_root(raw: str | None) -> Path:
+    """MAILSTACK_ROOT: the folder every file lives under; unset or empty means `/`."""
+    root = Path((raw or "").strip() or "/")
+    if not root.is_absolute():
+        raise ValueError(f"must be an absolute path (got {root})")
+    return root
 
 
 def parse_size(raw: str) -> int:

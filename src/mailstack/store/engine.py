@@ -19,10 +19,10 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from mailstack.settings.locations import default_database
 from mailstack.store.errors import InvalidInput, StoreUnavailable
 
 DATABASE_URL_VARIABLE = "MAILSTACK_DATABASE_URL"
-DEFAULT_SQLITE_PATH = Path("/var/lib/mailstack/mailstack.db")
 CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -33,9 +33,7 @@ def database_url(value: str | os.PathLike[str] | None = None) -> str:
     A plain path means SQLite. `postgresql://` and `postgres://` get the psycopg (v3) driver,
     which is the one mailstack installs.
     """
-    raw = os.fspath(value) if value is not None else os.environ.get(DATABASE_URL_VARIABLE)
-    if not raw:
-        raw = str(DEFAULT_SQLITE_PATH)
+    raw = os.fspath(value) if value is not None else default_database(os.environ)
     if "://" not in raw:
         return f"sqlite:///{Path(raw).expanduser().absolute()}"
     for prefix in ("postgresql://", "postgres://"):

@@ -1,0 +1,70 @@
+"""The types of settings fields: a parser of `values` each, as pydantic runs it, and the
+markers the sources read (see sources.py).
+
+A parser gets the text of a variable; a value that is typed already (a default, a keyword
+argument) is taken as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr
+
+from mailstack.settings import values
+from mailstack.settings.sources import EmptyDisables, FromFile, ItemList, PassThrough, Switch
+from mailstack.settings.values import DkimSelectors, HostPort, RelayHost
+
+
+def parsed(parse: Callable[[str], Any]) -> BeforeValidator:
+    """Run `parse` on the variable's text."""
+
+    def validate(raw: Any) -> Any:
+        return parse(raw) if isinstance(raw, str) else raw
+
+    return BeforeValidator(validate)
+
+
+def _listener(raw: str) -> HostPort | None:
+    return values.parse_listen(raw) if raw.strip() else None
+
+
+STRIPPED = parsed(str.strip)
+
+Flag = Annotated[bool, Switch(), parsed(values.parse_flag)]
+Text = Annotated[str, STRIPPED]
+OptionalText = Annotated[str | None, STRIPPED]
+OptionalPath = Annotated[Path | None, STRIPPED]
+Number = Annotated[float, STRIPPED]
+Count = Annotated[int, Field(ge=0), STRIPPED]
+Port = Annotated[int, Field(ge=1, le=65535), STRIPPED]
+Size = Annotated[int, Field(ge=0), parsed(values.parse_size)]
+Root = Annotated[Path, parsed(values.parse_root)]
+
+LogFormat = Annotated[Literal["plain", "json"], parsed(lambda raw: raw.strip().lower())]
+TlsLevel = Annotated[
+    Literal["none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure"],
+    STRIPPED,
+]
+
+Domains = Annotated[tuple[str, ...], ItemList(), parsed(values.parse_domain_list)]
+Networks = Annotated[tuple[str, ...], ItemList(), parsed(values.parse_networks)]
+
+Listen = Annotated[HostPort, parsed(values.parse_listen)]
+OptionalListen = Annotated[HostPort | None, parsed(values.parse_listen)]
+#: A listener that an empty variable switches off.
+Listener = Annotated[HostPort | None, EmptyDisables(), parsed(_listener)]
+Relayhost = Annotated[RelayHost | None, parsed(values.parse_relayhost)]
+Selectors = Annotated[DkimSelectors, parsed(values.parse_selectors)]
+
+#: Secrets may come from `<VARIABLE>_FILE`; a password is taken as it is, never stripped.
+Username = Annotated[str | None, FromFile(), STRIPPED]
+Secret = Annotated[SecretStr | None, FromFile(), STRIPPED]
+Password = Annotated[SecretStr | None, FromFile()]
+
+#: `POSTFIX_<param>` (main.cf) and `OPENDKIM_<Key>` (opendkim.conf): key -> value, None to remove.
+PostfixOverrides = Annotated[dict[str, str | None], PassThrough(re.compile(r"[a-z][A-Za-z0-9_]*"))]
+OpendkimOverrides = Annotated[dict[str, str | None], PassThrough(re.compile(r"[A-Z][A-Za-z0-9]*"))]
