@@ -1,5 +1,5 @@
 """How the profiles' settings are put together: one base, the sources in their order, every
-problem at once, MAILSTACK_ROOT and the datastore's location."""
+problem at once, MAILSTACK_ROOT and the datastore's location, the greylisting settings."""
 
 from __future__ import annotations
 
@@ -69,10 +69,11 @@ def test_a_profile_may_give_a_common_setting_its_own_default(
 
 
 def test_every_field_has_its_own_variable() -> None:
-    """Each variable sets one field."""
+    """Each variable sets one field, the greylisting list aside (it feeds two)."""
     for profile in (RelaySettings, ServerSettings):
         aliases = [f.alias for f in profile.model_fields.values()]
-        assert len(aliases) == len(set(aliases))
+        repeated = {a for a in aliases if aliases.count(a) > 1}
+        assert repeated <= {"MAILSTACK_GREYLIST_ALLOW"}
 
 
 def test_the_environment_given_is_the_only_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,3 +280,71 @@ def test_the_lean_modules_do_not_import_pydantic() -> None:
         "sys.exit('pydantic' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+# -- greylisting (server) --------------------------------------------------------------------
+
+
+def test_greylisting_defaults(server: ServerLoader) -> None:
+    settings = server()
+    assert settings.greylist is True
+    assert (settings.greylist_delay, settings.greylist_autoallow) == (300, 5)
+    assert (settings.greylist_allow_networks, settings.greylist_allow_domains) == ((), ())
+
+
+@pytest.mark.parametrize(("value", "on"), [("off", False), ("0", False), ("yes", True), ("", True)])
+def test_greylisting_switch(server: ServerLoader, value: str, on: bool) -> None:
+    assert server(MAILSTACK_GREYLIST=value).greylist is on
+
+
+def test_greylisting_numbers(server: ServerLoader) -> None:
+    settings = server(MAILSTACK_GREYLIST_DELAY=" 60 ", MAILSTACK_GREYLIST_AUTOALLOW="0")
+    assert (settings.greylist_delay, settings.greylist_autoallow) == (60, 0)
+    assert server(MAILSTACK_GREYLIST_DELAY="0").greylist_delay == 0
+
+
+def test_greylisting_allow_list(server: ServerLoader) -> None:
+    """Networks (CIDR, an address, IPv6 bare or bracketed) and domains, in any mix."""
+    settings = server(
+        MAILSTACK_GREYLIST_ALLOW="192.0.2.0/24, 198.51.100.7\n2001:db8::/32 [2001:db8:1::]/48 "
+        "::1 Bücher.Example example.org, example.org 192.0.2.0/24"
+    )
+    assert settings.greylist_allow_networks == (
+        "192.0.2.0/24",
+        "198.51.100.7/32",
+        "2001:db8::/32",
+        "2001:db8:1::/48",
+        "::1/128",
+    )
+    assert settings.greylist_allow_domains == ("xn--bcher-kva.example", "example.org")
+    assert server(MAILSTACK_GREYLIST_ALLOW="example.org").greylist_allow_networks == ()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MAILSTACK_GREYLIST_DELAY", "-1", "Input should be greater than or equal to 0"),
+        ("MAILSTACK_GREYLIST_DELAY", "5m", "must be a number (got '5m')"),
+        ("MAILSTACK_GREYLIST_AUTOALLOW", "-2", "Input should be greater than or equal to 0"),
+        ("MAILSTACK_GREYLIST_AUTOALLOW", "many", "must be a number (got 'many')"),
+        (
+            "MAILSTACK_GREYLIST_ALLOW",
+            "example.org 10.0.0.0/33",
+            "'10.0.0.0/33' is neither a network (like 192.0.2.0/24) nor a domain name",
+        ),
+        (
+            "MAILSTACK_GREYLIST_ALLOW",
+            "example.org\x00",
+            "contains a control character (NUL); a value must fit on one line of a "
+            "configuration file",
+        ),
+    ],
+)
+def test_bad_greylisting_values_are_named(variable: str, value: str, message: str) -> None:
+    """One problem each, naming the variable, even where two fields read it."""
+    assert server_problems(**{variable: value}) == [Problem(variable, message)]
+
+
+def test_greylisting_is_the_servers() -> None:
+    """The relay has no greylisting settings."""
+    assert not any(name.startswith("greylist") for name in RelaySettings.model_fields)

@@ -52,6 +52,13 @@ TlsLevel = Annotated[
 
 Domains = Annotated[tuple[str, ...], ItemList(), parsed(values.parse_domain_list)]
 Networks = Annotated[tuple[str, ...], ItemList(), parsed(values.parse_networks)]
+#: One variable of networks and domains, read by a field for each (see values.parse_allow_list)
+AllowedNetworks = Annotated[
+    tuple[str, ...], ItemList(), parsed(lambda raw: values.parse_allow_list(raw)[0])
+]
+AllowedDomains = Annotated[
+    tuple[str, ...], ItemList(), parsed(lambda raw: values.parse_allow_list(raw)[1])
+]
 
 Listen = Annotated[HostPort, parsed(values.parse_listen)]
 OptionalListen = Annotated[HostPort | None, parsed(values.parse_listen)]

@@ -1,5 +1,5 @@
 """The server profile's settings: the common ones (base.py) and the server's own: listeners,
-TLS, datastore, mail user.
+TLS, datastore, mail user, greylisting.
 
 Domains, users, aliases and sieve scripts are not settings: they live in the datastore and
 are managed with `mailstack domain|user|alias|sieve`.
@@ -17,6 +17,10 @@ from pydantic import Field, field_validator
 from mailstack.errors import Problem
 from mailstack.settings.base import ProfileSettings
 from mailstack.settings.fields import (
+    AllowedDomains,
+    AllowedNetworks,
+    Count,
+    Flag,
     Listener,
     OptionalPath,
     OptionalText,
@@ -64,6 +68,15 @@ class ServerSettings(ProfileSettings):
 
     tls_cert_file: OptionalPath = Field(None, alias="MAILSTACK_TLS_CERT_FILE")
     tls_key_file: OptionalPath = Field(None, alias="MAILSTACK_TLS_KEY_FILE")
+
+    # greylisting of inbound mail on the MX listener
+    greylist: Flag = Field(True, alias="MAILSTACK_GREYLIST")
+    greylist_delay: Count = Field(300, alias="MAILSTACK_GREYLIST_DELAY")
+    #: a sender passed this often is let through at once from then on; 0: never
+    greylist_autoallow: Count = Field(5, alias="MAILSTACK_GREYLIST_AUTOALLOW")
+    #: one variable of networks and domains never greylisted, read by both fields
+    greylist_allow_networks: AllowedNetworks = Field((), alias="MAILSTACK_GREYLIST_ALLOW")
+    greylist_allow_domains: AllowedDomains = Field((), alias="MAILSTACK_GREYLIST_ALLOW")
 
     @field_validator("mail_user")
     @classmethod

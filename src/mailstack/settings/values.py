@@ -68,6 +68,28 @@ def parse_networks(raw: str) -> tuple[str, ...]:
     return tuple(result)
 
 
+def parse_allow_list(raw: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Networks and domains, separated by whitespace or commas: (networks, domains).
+
+    A network is a CIDR block or a single address, IPv6 bare or in brackets, and comes back
+    in CIDR form (`192.0.2.1` -> `192.0.2.1/32`, `[2001:db8::]/32` -> `2001:db8::/32`); a
+    domain comes back in the canonical form of `parse_domain`. Repeats are dropped.
+    """
+    networks: dict[str, None] = {}
+    domains: dict[str, None] = {}
+    for item in split_items(raw):
+        try:
+            networks[str(ipaddress.ip_network(_unbracketed(item), strict=False))] = None
+        except ValueError:
+            try:
+                domains[parse_domain(item)] = None
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is neither a network (like 192.0.2.0/24) nor a domain name"
+                ) from None
+    return tuple(networks), tuple(domains)
+
+
 def _unbracketed(item: str) -> str:
     """`[2001:db8::]/32` -> `2001:db8::/32`: Postfix's brackets around an IPv6 address."""
     return item.replace("[", "").replace("]", "")
