@@ -1,4 +1,5 @@
-"""The datastore schema: domains, alias domains, users, aliases and sieve scripts.
+"""The datastore schema: domains, alias domains, users, aliases, sieve scripts, and the
+greylisting state (triplets, auto-allowed client networks, the administrators' allow list).
 
 Addresses and alias sources are stored whole (`local@domain`, `@domain`) next to their
 domain foreign key, so that every lookup the mail daemons make is one indexed equality.
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Dialect,
     ForeignKey,
@@ -170,3 +172,53 @@ Index(
     sqlite_where=SieveScript.active,
     postgresql_where=SieveScript.active,
 )
+
+
+class GreylistTriplet(Base):
+    """A greylisting triplet (mailstack.policy): client network, sender, recipient.
+
+    `key` is the SHA-256 (hex) of `network/sender/recipient`, a fixed-size key whatever the
+    addresses' length; the three parts are kept for administrators. Times are Unix seconds,
+    so both databases compare and purge them with plain integer arithmetic. `first_seen`
+    is the first attempt of the current round, `passed` the requests let through since.
+    """
+
+    __tablename__ = "greylist_triplets"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_network: Mapped[str] = mapped_column(String(64))
+    sender: Mapped[str] = mapped_column(String(512))
+    recipient: Mapped[str] = mapped_column(String(512))
+    first_seen: Mapped[int] = mapped_column(BigInteger)
+    last_seen: Mapped[int] = mapped_column(BigInteger, index=True)
+    passed: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class GreylistClient(Base):
+    """A client network's successful greylisting retries; enough of them auto-allow it.
+    `last_seen` (Unix seconds) is when the last one was counted."""
+
+    __tablename__ = "greylist_clients"
+
+    network: Mapped[str] = mapped_column(String(64), primary_key=True)
+    successes: Mapped[int] = mapped_column(Integer)
+    last_seen: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class GreylistAllow(Base):
+    """An administrator's greylisting exception: a client `network` (`192.0.2.0/24`), a
+    client host `domain` (the verified client name is it or under it), or a `recipient`
+    (`user@domain`, `user@`, or a domain). Values are stored in canonical form
+    (mailstack.policy.greylist.normalise_allow_entry) and matched exactly."""
+
+    __tablename__ = "greylist_allow"
+    __table_args__ = (
+        UniqueConstraint("kind", "value", name="uq_greylist_allow_entry"),
+        CheckConstraint("kind IN ('network', 'domain', 'recipient')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(254))
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
