@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 RUNTIME_PACKAGES=(postfix postfix-lmdb postfix-pcre opendkim opendkim-tools libsasl2-modules
                   ca-certificates tzdata python3 python3-venv)
-SERVER_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve)
+SERVER_PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd dovecot-sieve rspamd redis-server)
 TEST_PACKAGES=(swaks)
 WITH_TESTS=0
 WITH_SERVER=0
