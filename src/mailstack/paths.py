@@ -111,6 +111,16 @@ class Paths:
         return self.run / "milter"
 
     @property
+    def policy_run(self) -> Path:
+        """Folder of the worker's Postfix policy sockets: mailstack:postfix 0750."""
+        return self.run / "policy"
+
+    @property
+    def greylist_socket(self) -> Path:
+        """Greylisting on the MX (mailstack.policy), asked by check_policy_service."""
+        return self.policy_run / "greylist.sock"
+
+    @property
     def sender_milter_socket(self) -> Path:
         """Submission's header-From check (mailstack.milter), before OpenDKIM signs."""
         return self.milter_run / "sender.sock"

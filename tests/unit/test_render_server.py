@@ -80,7 +80,12 @@ def test_no_relaying_on_port_25(server: ServerLoader) -> None:
     relay = parameter(lines, "smtpd_relay_restrictions")
     assert relay == "permit_sasl_authenticated, reject_unauth_destination"
     recipient = parameter(lines, "smtpd_recipient_restrictions")
-    assert recipient == "reject_non_fqdn_recipient, reject_unlisted_recipient"
+    assert recipient is not None
+    literals = "check_recipient_access pcre:/srv/mailstack/etc/postfix/address_literals"
+    assert recipient.startswith(f"reject_non_fqdn_recipient, {literals}, reject_unlisted_recipient")
+    assert parameter(lines, "local_recipient_maps") == (
+        "texthash:/srv/mailstack/etc/postfix/no_local_recipients"
+    )
     assert parameter(lines, "relay_domains") in (None, "")
     assert parameter(lines, "mynetworks") == "127.0.0.0/8 [::1]/128"
     assert parameter(lines, "unknown_virtual_mailbox_reject_code") == "550"
@@ -373,3 +378,17 @@ def test_mail_user_must_be_a_system_user_other_than_root(user: str, message: str
     (problem,) = refused.value.problems
     assert problem.variable == "MAILSTACK_MAIL_USER"
     assert message in problem.message
+
+
+def test_greylisting_on_25_only_for_clients_outside_mynetworks(server: ServerLoader) -> None:
+    """Greylisting (on by default) comes after the recipient checks and permit_mynetworks;
+    if the worker is not there, Postfix lets mail through (DUNNO); off: no policy check."""
+    socket = "unix:/srv/mailstack/run/mailstack/policy/greylist.sock"
+    recipient = parameter(main_cf(server), "smtpd_recipient_restrictions")
+    assert recipient is not None
+    assert recipient.endswith(
+        f"permit_mynetworks, check_policy_service {{ {socket}, default_action=DUNNO }}"
+    )
+    off = parameter(main_cf(server, MAILSTACK_GREYLIST="0"), "smtpd_recipient_restrictions")
+    assert off is not None
+    assert "check_policy_service" not in off

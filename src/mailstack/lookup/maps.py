@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mailstack.lookup.resolver import Resolver
-from mailstack.names import split_address, try_address, try_domain
+from mailstack.names import try_address, try_domain
 
 OK = "OK"
 NOTFOUND = "NOTFOUND"
@@ -87,12 +87,14 @@ def _hosted_sender(resolver: Resolver, key: str) -> Answer:
     `local@`; only full addresses are answered, so a parent-domain lookup for
     `x@sub.example.com` does not refuse subdomains that are not hosted.
     """
-    if "@" not in key or key.startswith("@") or key.endswith("@"):
+    local, at, raw_domain = key.rpartition("@")
+    if not at or not local or not raw_domain:
         return NOT_FOUND
-    address = try_address(key)
-    if address is None:
+    # The domain decides, whatever the local part looks like: `"a b"@example.com`,
+    # `a..b@example.com` or a UTF-8 local part are as forged as alice@example.com.
+    domain = try_domain(raw_domain)
+    if domain is None:
         return NOT_FOUND
-    _, domain = split_address(address)
     hosted = resolver.is_domain(domain) or resolver.alias_domain_target(domain) is not None
     return Answer(OK, HOSTED_SENDER_REJECT) if hosted else NOT_FOUND
 

@@ -32,9 +32,33 @@ from mailstack.render.postfix import (
 from mailstack.settings.server import ServerSettings
 from mailstack.settings.values import HostPort
 
+#: user@[address] names no hosted domain; Postfix would treat our own addresses as local
+#: (and always accept postmaster there), so such recipients are refused outright.
+ADDRESS_LITERALS = (
+    GENERATED_HEADER + "/@\\[.*\\]$/ 550 5.1.1 Address literals are not accepted here\n"
+)
+
 
 def socketmap(paths: Paths, table: str) -> str:
     return f"socketmap:unix:{paths.lookup_socket}:{table}"
+
+
+def mx_recipient_restrictions(settings: ServerSettings, paths: Paths) -> str:
+    """Port 25's recipient checks (submission sets its own): unknown recipients and address
+    literals refused first, then greylisting for clients outside mynetworks. If the worker
+    is not there at all, Postfix lets the mail through (greylisting is not worth losing or
+    delaying mail for: default_action=DUNNO)."""
+    checks = [
+        "reject_non_fqdn_recipient",
+        f"check_recipient_access pcre:{paths.postfix_config / 'address_literals'}",
+        "reject_unlisted_recipient",
+    ]
+    if settings.greylist:
+        checks += [
+            "permit_mynetworks",
+            f"check_policy_service {{ unix:{paths.greylist_socket}, default_action=DUNNO }}",
+        ]
+    return ", ".join(checks)
 
 
 def tls_files(settings: ServerSettings, paths: Paths) -> tuple[str, str]:
@@ -59,14 +83,19 @@ def server_main_cf_parameters(
         "myorigin": "$myhostname",
         # every hosted domain is virtual: nothing is delivered to system accounts
         "mydestination": "",
-        "local_recipient_maps": "",
+        # Postfix still counts user@[one of our addresses] as local: with an empty table
+        # here every name there would be accepted (and queued for ever). An empty file
+        # refuses them all at RCPT.
+        "local_recipient_maps": f"texthash:{paths.postfix_config / 'no_local_recipients'}",
         "alias_maps": "",
         "alias_database": "",
         # loopback only; used by postscreen's allow list, never to permit relaying
         "mynetworks": "127.0.0.0/8 [::1]/128",
         "biff": "no",
         "append_dot_mydomain": "no",
-        "smtputf8_enable": "yes",
+        # Dovecot 2.3's LMTP cannot take SMTPUTF8 mail: refuse it at SMTP time rather than
+        # accept it and bounce it later to whatever sender the client claimed
+        "smtputf8_enable": "no",
         "message_size_limit": str(settings.message_size_limit),
         "mailbox_size_limit": "0",
         "maillog_file": "/dev/stdout",
@@ -106,7 +135,7 @@ def server_main_cf_parameters(
             "permit"
         ),
         "smtpd_relay_restrictions": "permit_sasl_authenticated, reject_unauth_destination",
-        "smtpd_recipient_restrictions": "reject_non_fqdn_recipient, reject_unlisted_recipient",
+        "smtpd_recipient_restrictions": mx_recipient_restrictions(settings, paths),
         "smtpd_data_restrictions": "reject_unauth_pipelining",
         "unknown_virtual_mailbox_reject_code": "550",
         "unknown_virtual_alias_reject_code": "550",
@@ -143,6 +172,10 @@ def submission_options(paths: Paths, dkim_enabled: bool, name: str) -> list[str]
         "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
         "smtpd_recipient_restrictions=reject_non_fqdn_recipient",
         "milter_macro_daemon_name=ORIGINATING",
+        # at most 10 connections per client address, loopback included, so a few hosts
+        # holding idle sessions cannot take every submission process
+        "smtpd_client_connection_count_limit=10",
+        "smtpd_client_event_limit_exceptions=",
     ]
     # the header From must be the user's own (mailstack.milter) before OpenDKIM signs it
     milters = [f"unix:{paths.sender_milter_socket}"]
@@ -192,6 +225,8 @@ def render_server_postfix(
         RenderedFile(config / "main.cf", render_main_cf(params)),
         RenderedFile(config / "master.cf", render_server_master_cf(settings, paths, dkim_enabled)),
         RenderedFile(config / "sasl_passwd", render_sasl_passwd(*auth) if auth else "", mode=0o600),
+        RenderedFile(config / "no_local_recipients", GENERATED_HEADER),
+        RenderedFile(config / "address_literals", ADDRESS_LITERALS),
     ]
 
 

@@ -89,6 +89,7 @@ def _setup_server_dirs(settings: ServerSettings, paths: Paths) -> None:
     # The worker owns the folders, so it can remove its sockets after giving up root.
     ensure_dir(paths.lookup_run, 0o750, WORKER_USER, "postfix")
     ensure_dir(paths.milter_run, 0o750, WORKER_USER, "postfix")
+    ensure_dir(paths.policy_run, 0o750, WORKER_USER, "postfix")
     # password hashes for Dovecot's auth process (user dovecot) only; sieve scripts for the
     # mail processes (the mail user)
     ensure_dir(paths.dict_run, 0o750, WORKER_USER, "dovecot")
@@ -247,6 +248,13 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
         Probe("unix", str(paths.sieve_dict_socket)),
         Probe("unix", str(paths.sender_milter_socket)),
     ]
+    if settings.greylist:
+        argv += ["--greylist", str(paths.greylist_socket)]
+        argv += ["--greylist-delay", str(settings.greylist_delay)]
+        argv += ["--greylist-autoallow", str(settings.greylist_autoallow)]
+        for allowed in (*settings.greylist_allow_networks, *settings.greylist_allow_domains):
+            argv += ["--greylist-allow", allowed]
+        probes.append(Probe("unix", str(paths.greylist_socket)))
     managesieve = settings.listen_managesieve
     if managesieve is not None:
         cert, key = tls_files(settings, paths)
@@ -303,7 +311,8 @@ async def server_problems(settings: ServerSettings, paths: Paths) -> list[str]:
     from mailstack.runtime.probes import smtp_ready, tcp_ready
 
     problems = []
-    smtp = settings.listen_submission or settings.listen_smtp
+    # the MX first: postscreen fronts it, so idle sessions held on 587 do not fail the probe
+    smtp = settings.listen_smtp or settings.listen_submission
     if smtp is not None and not await smtp_ready(smtp, helo="health.mailstack"):
         problems.append(f"no SMTP service on {smtp}")
     sockets = {

@@ -29,6 +29,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--socket-mode", default="660", help="octal mode of Unix sockets")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per store read")
     parser.add_argument("--sender-milter", type=Path, help="submission's From check: PATH")
+    parser.add_argument("--greylist", type=Path, help="the MX's greylisting policy: PATH")
+    parser.add_argument("--greylist-delay", type=int, default=300, help="seconds")
+    parser.add_argument("--greylist-autoallow", type=int, default=5, help="retries, 0: never")
+    parser.add_argument(
+        "--greylist-allow", action="append", default=[], help="network or domain (repeat)"
+    )
     parser.add_argument("--managesieve", help="ManageSieve listener, address:port")
     parser.add_argument("--cert", type=Path, help="TLS certificate (PEM) of the TLS listeners")
     parser.add_argument("--key", type=Path, help="TLS private key (PEM)")
@@ -46,6 +52,8 @@ async def serve(args: argparse.Namespace) -> None:
     from mailstack.settings.values import parse_listen
     from mailstack.worker.privileges import drop_privileges
     from mailstack.worker.services import (
+        Greylisting,
+        GreylistOptions,
         Lookup,
         LookupEndpoints,
         ManageSieve,
@@ -59,7 +67,7 @@ async def serve(args: argparse.Namespace) -> None:
     services: list[Service] = []
     if args.xoauth2:
         services.append(XOAuth2(args.xoauth2))
-    needs_store = bool(args.socketmap or args.dict or args.managesieve)
+    needs_store = bool(args.socketmap or args.dict or args.managesieve or args.greylist)
     # the supervisor migrated the schema before starting us: no Alembic in this process
     engine = None
     if needs_store:
@@ -79,6 +87,10 @@ async def serve(args: argparse.Namespace) -> None:
         services.append(lookup)  # started first, stopped last: the milter uses its gateway
         if args.sender_milter:
             services.append(SenderCheck(lookup, args.sender_milter, mode))
+    if engine is not None and args.greylist:
+        networks, domains = split_allow(args.greylist_allow)
+        options = GreylistOptions(args.greylist_delay, args.greylist_autoallow, networks, domains)
+        services.append(Greylisting(engine, args.greylist, mode, options))
     if engine is not None and args.managesieve:
         if args.cert is None or args.key is None:
             raise ValueError("--managesieve needs --cert and --key")
@@ -114,6 +126,21 @@ async def serve(args: argparse.Namespace) -> None:
             await service.stop()
         if engine is not None:
             engine.dispose()
+
+
+def split_allow(items: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """--greylist-allow values split into (networks, domains): what parses as an IP network
+    is one, anything else a domain."""
+    import ipaddress
+
+    networks: list[str] = []
+    domains: list[str] = []
+    for item in items:
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            domains.append(item)
+    return tuple(networks), tuple(domains)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,39 @@ class SenderCheck:
         await self.milter.stop()
 
 
+class Greylisting:
+    """The MX's greylisting policy service (postgrey's rules, state in the datastore)."""
+
+    name = "greylist"
+
+    def __init__(self, engine: Engine, path: Path, mode: int, options: GreylistOptions) -> None:
+        from mailstack.policy import GreylistConfig, GreylistPolicy
+
+        self.path = path
+        self.mode = mode
+        config = GreylistConfig(
+            delay=options.delay,
+            auto_allow_after=options.auto_allow_after,
+            allow_networks=options.allow_networks,
+            allow_domains=options.allow_domains,
+        )
+        self.policy = GreylistPolicy(engine, config)
+
+    async def start(self) -> None:
+        await self.policy.start(path=self.path, mode=self.mode)
+
+    async def stop(self) -> None:
+        await self.policy.stop()
+
+
+@dataclass
+class GreylistOptions:
+    delay: int
+    auto_allow_after: int
+    allow_networks: tuple[str, ...]
+    allow_domains: tuple[str, ...]
+
+
 def server_tls_context(cert: Path, key: str | Path) -> ssl.SSLContext:
     """TLS for a listener, loaded while still root (the key may be readable by root only)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
