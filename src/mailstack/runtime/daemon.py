@@ -22,6 +22,8 @@ LineParser = Callable[[str], LogRecord]
 #: Reads smaller than this wait COALESCE_SECONDS for more output before the next read.
 COALESCE_BELOW = 4096
 COALESCE_SECONDS = 0.005
+#: Seconds between checks whether a child has exited (see Daemon.wait_exit).
+EXIT_POLL = 0.1
 Probe = Callable[[], Awaitable[bool]]
 
 
@@ -125,8 +127,25 @@ class Daemon:
         raise DaemonError(self.name, f"not ready after {self.ready_timeout:.0f} s", list(self.tail))
 
     async def wait_exit(self) -> int:
+        """The exit code, as soon as the process has exited.
+
+        Not `Process.wait()`: on Python 3.11 it also waits until every copy of the child's
+        output pipes is closed, and a process the child left behind (an smtpd in a session
+        when Postfix's master was killed) keeps them open for minutes, so the crash would go
+        unnoticed and nothing restarted. The exit code itself is known at once.
+        """
         assert self.process is not None  # noqa: S101
-        return await self.process.wait()
+        while self.process.returncode is None:
+            await asyncio.sleep(EXIT_POLL)
+        return self.process.returncode
+
+    async def exited(self, timeout: float) -> bool:
+        """Whether the process exited within `timeout` seconds (see wait_exit)."""
+        try:
+            await asyncio.wait_for(self.wait_exit(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def drain_output(self, timeout: float = 1.0) -> None:
         """Let the pumps pass on what the process wrote before it ended."""
@@ -145,12 +164,10 @@ class Daemon:
             return
         if self.process.returncode is None:
             self.signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout)
-            except TimeoutError:
+            if not await self.exited(timeout):
                 log.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
                 self.signal(signal.SIGKILL)
-                await self.process.wait()
+                await self.wait_exit()
         await self.drain_output()
         for task in self._pumps:
             task.cancel()

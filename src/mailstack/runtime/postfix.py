@@ -29,6 +29,9 @@ from mailstack.settings.values import parse_listen
 log = logging.getLogger("mailstack.postfix")
 
 
+#: Seconds to wait for killed leftovers to be gone (and their ports free).
+LEFTOVER_GRACE = 5.0
+
 #: Where distributions put Postfix's daemons; asked of postconf only as a last resort.
 DAEMON_DIRECTORIES = ("/usr/lib/postfix/sbin", "/usr/libexec/postfix")
 
@@ -131,11 +134,15 @@ class Postfix(Daemon):
         write_atomic(self.config_dir / "master.cf", text)
 
     def kill_leftovers(self) -> None:
-        """After a crash the old master's children may still hold the listeners."""
+        """After a crash the old master's children may still hold the listeners (an smtpd
+        in a session inherits them): kill the group and wait until it is gone."""
         if self.process is not None and group_alive(self.process.pid):
             log.warning("killing processes left over by the previous Postfix master")
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
+            deadline = time.monotonic() + LEFTOVER_GRACE
+            while group_alive(self.process.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
 
     async def flush_deferred(self) -> None:
         """Retry mail kept from an earlier run now, not after the next queue scan."""
@@ -178,16 +185,13 @@ class Postfix(Daemon):
                 "%d SMTP session(s) still open after %.0f s; closing them", len(sessions), timeout
             )
         self.signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
+        if not await self.exited(10):
             log.warning("Postfix master did not stop; killing it")
         end = time.monotonic() + 5
         while group_alive(proc.pid) and time.monotonic() < end:
             await asyncio.sleep(0.05)
         self.kill_leftovers()
-        with contextlib.suppress(ProcessLookupError):
-            await asyncio.wait_for(proc.wait(), 5)
+        await self.exited(5)
         await self.drain_output()
         self._write_master_cf(accepting=True)
         log.info("postfix stopped; the queue stays in %s", self.queue_dir)

@@ -212,9 +212,7 @@ class Supervisor:
             try:
                 await self._start(daemon)
                 return
-            except DaemonError as exc:
-                if self._critical.get(daemon.name, True):
-                    raise
+            except DaemonError as exc:  # counts as one more crash; the budget decides
                 log.error("%s did not come back: %s", daemon.name, exc.reason)
                 await daemon.stop()
                 returncode = daemon.process.returncode if daemon.process else None
