@@ -538,6 +538,7 @@ def test_health_reports_healthy_while_running_and_names_what_is_down(world: Worl
     with private_root() as empty_root:
         env["MAILSTACK_ROOT"] = str(empty_root)
         env["MAILSTACK_LISTEN_SUBMISSION"] = f"127.0.0.1:{free_port()}"
+        env["MAILSTACK_LISTEN_SMTP"] = f"127.0.0.1:{free_port()}"
         down = subprocess.run(
             [*MAILSTACK, "health"], env=env, capture_output=True, text=True, timeout=60, check=False
         )
