@@ -86,3 +86,28 @@ def test_unknown_recipient_is_refused_before_greylisting(mx: tuple[MailServer, P
     _, ports = mx
     code, _ = rcpt(ports.smtp, "127.0.0.2", "x@remote.test", "nobody@example.com")
     assert code == 550
+
+
+def test_bare_newlines_are_refused_from_outside(mx: tuple[MailServer, Ports]) -> None:
+    """SMTP smuggling: a message with bare LF line endings from outside mynetworks (here an
+    address greylisting lets through) is refused or kept whole: the `.` and the MAIL FROM
+    hidden behind bare LFs never start a second message."""
+    server, ports = mx
+    with smtplib.SMTP(
+        "127.0.0.1", ports.smtp, local_hostname="mx.remote.test", timeout=30,
+        source_address=("127.0.0.3", 0),
+    ) as client:  # fmt: skip
+        client.ehlo()
+        client.mail("a@remote.test")
+        assert client.rcpt("alice@example.com")[0] == 250
+        client.putcmd("DATA")
+        assert client.getreply()[0] == 354
+        client.send(
+            b"Subject: first\r\n\r\nline\n.\nMAIL FROM:<x@remote.test>\n"
+            b"RCPT TO:<alice@example.com>\nDATA\nSubject: smuggled\n\nsecond\n.\n"
+            b"\r\n.\r\n"
+        )
+        code, _ = client.getreply()
+    assert code >= 500 or code == 250
+    time.sleep(1)  # what Postfix logs for the session, after it
+    assert "from=<x@remote.test>" not in server.log

@@ -100,6 +100,8 @@ def server_main_cf_parameters(
         "mailbox_size_limit": "0",
         "maillog_file": "/dev/stdout",
         "disable_vrfy_command": "yes",
+        # SMTP smuggling: a bare LF (not CRLF) from a client outside mynetworks is refused
+        "smtpd_forbid_bare_newline": "yes",
         # the datastore, through the lookup service
         "virtual_mailbox_domains": socketmap(paths, "domain"),
         "virtual_alias_domains": socketmap(paths, "aliasdomain"),
