@@ -195,6 +195,10 @@ class ProtocolListener(Listener):
         await super().stop()
 
 
+#: Replies written together at most, between checks whether the peer still reads.
+BATCH = 64
+
+
 class FramingError(Exception):
     """The input can never become a request: send `reply` and close the connection."""
 
@@ -232,12 +236,26 @@ class RequestConnection(asyncio.Protocol):
         self.pending: asyncio.Task[None] | None = None
         self.idle: asyncio.TimerHandle | None = None
         self.active = False
+        self.paused = False  # the peer does not read its replies: stop answering and reading
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets
         self.transport = transport
         self.server.track(transport)
         self._watch_idle()
+
+    def pause_writing(self) -> None:
+        """Replies are piling up unread: answer nothing more and read nothing more until
+        they drain, so a client that only sends cannot grow the worker's memory."""
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self.data_received(b"")  # answer what is already buffered
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
@@ -261,8 +279,8 @@ class RequestConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.active = True
         self.buffer += data
-        if self.pending is not None:
-            return  # the running task takes the rest, in order
+        if self.pending is not None or self.paused:
+            return  # the running task, or resume_writing, takes the rest in order
         if self.exchange.answer_now is not None:
             self._answer_now(self.exchange.answer_now)
         else:
@@ -291,12 +309,17 @@ class RequestConnection(asyncio.Protocol):
         while keep_open and (request := self._next()) is not None:
             reply, keep_open = answer(request)
             replies.append(reply)
-        if replies:
+            if len(replies) >= BATCH:  # write, so that a slow reader can pause us
+                self._send(b"".join(replies), keep_open=keep_open)
+                replies = []
+                if self.paused:
+                    return
+        if replies or not keep_open:
             self._send(b"".join(replies), keep_open=keep_open)
 
     async def _answer_in_order(self) -> None:
         try:
-            while (request := self._next()) is not None:
+            while not self.paused and (request := self._next()) is not None:
                 reply, keep_open = await self.exchange.answer(request)
                 self._send(reply, keep_open=keep_open)
                 if not keep_open:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -204,3 +205,23 @@ def test_hung_database_hits_the_deadline(
             result = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
         assert "temporary error: store unavailable" in result.stderr
         assert "store did not answer within 0.5s" in caplog.text
+
+
+def test_a_client_that_never_reads_cannot_grow_the_service(sqlite_store: MailStore, lookup) -> None:
+    """Requests sent without ever reading a reply: once the replies back up, the service
+    stops reading, so the client cannot push more than the socket buffers (without it
+    would take all 40 MB and keep every reply in memory); others are still served."""
+    sqlite_store.add_domain("example.com")
+    request = netstring.encode(b"domain example.com")
+    chunk = request * 4096
+    sent = 0
+    with socket.create_connection(("127.0.0.1", lookup.socketmap_port), timeout=10) as hog:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.settimeout(3)
+        with contextlib.suppress(TimeoutError):
+            while sent < 40 * 1024 * 1024:
+                sent += hog.send(chunk)
+        assert sent < 20 * 1024 * 1024, f"the service read {sent} bytes from a non-reader"
+        with socket.create_connection(("127.0.0.1", lookup.socketmap_port), timeout=10) as ok:
+            ok.sendall(request)
+            assert ok.recv(100) == netstring.encode(b"OK example.com")

@@ -49,6 +49,11 @@ def evaluate(resolver: Resolver, login: str | None, from_values: Sequence[str]) 
     return check_from(login, from_values, resolver.sender_logins)
 
 
+#: The macros the check reads, and how much of each is kept.
+USED_MACROS = frozenset({LOGIN_MACRO, QUEUE_ID_MACRO})
+MAX_MACRO = 1024
+
+
 @dataclass
 class Session:
     """What one milter connection has seen: negotiated options, macros, From: headers."""
@@ -163,7 +168,11 @@ class SenderMilter(Listener):
                 raise CloseConnection(f"command {command!r} before option negotiation")
             if command == protocol.MACRO:
                 stage, macros = protocol.decode_macros(packet.data)
-                session.macros[stage] = macros
+                # only the two values the check reads are kept, whatever Postfix (or a peer
+                # pretending to be it) sends: a session's memory stays a few strings
+                kept = {k: v[:MAX_MACRO] for k, v in macros.items() if k in USED_MACROS}
+                if kept:
+                    session.macros[stage] = kept
                 return b""
             if command == protocol.HEADER:
                 session.add_header(*protocol.decode_header(packet.data))
