@@ -103,11 +103,11 @@ def test_bare_newlines_are_refused_from_outside(mx: tuple[MailServer, Ports]) ->
         client.putcmd("DATA")
         assert client.getreply()[0] == 354
         client.send(
-            b"Subject: first\r\n\r\nline\n.\nMAIL FROM:<x@remote.test>\n"
+            b"Subject: first\r\n\r\nline\n.\nMAIL FROM:<smuggler@remote.test>\n"
             b"RCPT TO:<alice@example.com>\nDATA\nSubject: smuggled\n\nsecond\n.\n"
             b"\r\n.\r\n"
         )
         code, _ = client.getreply()
     assert code >= 500 or code == 250
     time.sleep(1)  # what Postfix logs for the session, after it
-    assert "from=<x@remote.test>" not in server.log
+    assert "smuggler@remote.test" not in server.log
