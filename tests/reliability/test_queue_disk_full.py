@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -72,6 +73,28 @@ def fill(path: Path) -> int:
                 chunk = chunk[: len(chunk) // 16 or 1]
 
 
+@contextlib.contextmanager
+def kept_full(path: Path) -> Iterator[None]:
+    """Keep taking whatever space appears (queue files of delivered mail are removed and
+    free their blocks), so the disk stays full while the relay is under load."""
+    stop = threading.Event()
+
+    def top_up() -> None:
+        with path.open("ab", buffering=0) as handle:
+            while not stop.is_set():
+                with contextlib.suppress(OSError):
+                    handle.write(b"\0" * 4096)
+                time.sleep(0.005)
+
+    thread = threading.Thread(target=top_up, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)
+
+
 def other_mail(sink: Sink) -> str:
     subjects = Counter(
         str(msg["Subject"])
@@ -93,15 +116,17 @@ def test_relay_refuses_with_4xx_when_its_queue_disk_is_full_and_loses_nothing(ro
         sender = Sender(port, "app@example.com", "someone@example.net", "disk-full")
         with sending(sender):
             wait_for(lambda: len(sink.messages) >= 20, 30, "mail to flow")
-            filled = fill(filler)
+            fill(filler)
             full = time.monotonic()
-            wait_showing(
-                lambda: temporaries_since(sender, full) >= 5,
-                30,
-                "the relay to refuse mail while its queue disk is full",
-                lambda: relay.log,
-            )
-            time.sleep(3)  # more traffic against the full disk
+            with kept_full(filler):
+                wait_showing(
+                    lambda: temporaries_since(sender, full) >= 5,
+                    30,
+                    "the relay to refuse mail while its queue disk is full",
+                    lambda: relay.log,
+                )
+                time.sleep(3)  # more traffic against the full disk
+            filled = filler.stat().st_size
             # Nearly full: 32 KiB free, messages of 128 KiB. smtpd's space check at MAIL
             # passes; writing the queue file fails. The client must not get 250.
             sender.padding = 128 * 1024
