@@ -84,19 +84,14 @@ def send_all(port: int, messages: int, sessions: int) -> None:
         thread.join()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--messages", type=int, default=500)
-    parser.add_argument("--sessions", type=int, default=8)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="mailstack-server-bench-", dir="/var/tmp"))
-    root.chmod(0o755)
+def launch_server(root: Path, smtp: int) -> subprocess.Popen[bytes]:
+    """The server profile in `root` (one domain, USERS), MX on `smtp`, logging to
+    root/mailstack.log; the caller waits for it to be ready and stops it."""
     store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
     store.add_domain("example.com")
     for user in USERS:
         store.add_user(user, PASSWORD)
     store.close()
-    smtp = free_port()
     env = dict(os.environ)
     env.update(
         {
@@ -110,16 +105,27 @@ def main() -> None:
             },
         }
     )
-    log = root / "mailstack.log"
-    started = time.monotonic()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
+    with (root / "mailstack.log").open("wb") as out:
+        return subprocess.Popen(
             [sys.executable, "-m", "mailstack", "run"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=500)
+    parser.add_argument("--sessions", type=int, default=8)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="mailstack-server-bench-", dir="/var/tmp"))
+    root.chmod(0o755)
+    smtp = free_port()
+    log = root / "mailstack.log"
+    started = time.monotonic()
+    proc = launch_server(root, smtp)
     try:
         wait(lambda: "ready: accepting mail" in log.read_text(errors="replace"), 120, "ready")
         ready = time.monotonic() - started

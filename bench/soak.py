@@ -18,47 +18,20 @@ import shutil
 import signal
 import smtplib
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from bench.relay_bench import descendants, free_port, wait
-from bench.server_bench import PASSWORD, USERS, maildir_count, pss_by_program
-from mailstack.store import MailStore
+from bench.server_bench import USERS, launch_server, maildir_count, pss_by_program
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def start_server(root: Path, smtp: int) -> subprocess.Popen[bytes]:
-    store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
-    store.add_domain("example.com")
-    for user in USERS:
-        store.add_user(user, PASSWORD)
-    store.close()
-    env = dict(os.environ)
-    env.update(
-        {
-            "MAILSTACK_PROFILE": "server",
-            "MAILSTACK_ROOT": str(root),
-            "MAILSTACK_LISTEN_SMTP": f"127.0.0.1:{smtp}",
-            "POSTFIX_myhostname": "mx.example.com",
-            **{
-                f"MAILSTACK_LISTEN_{name}": f"127.0.0.1:{free_port()}"
-                for name in ("SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS", "MANAGESIEVE")
-            },
-        }
-    )
+    proc = launch_server(root, smtp)
     log = root / "mailstack.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mailstack", "run"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     wait(lambda: "ready: accepting mail" in log.read_text(errors="replace"), 120, "ready")
     return proc
 

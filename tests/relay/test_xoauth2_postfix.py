@@ -11,7 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.helpers import MAILSTACK, Relay, base_env, free_port, message
-from tests.xoauth2.servers import CLIENT_ID, CLIENT_SECRET, USERNAME, RelayServer, TokenServer
+from tests.xoauth2.servers import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    USERNAME,
+    RelayServer,
+    TokenServer,
+    xoauth2_relay_env,
+)
 
 
 async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -36,20 +43,7 @@ async def test_postfix_relays_through_xoauth2(root: Path, port: int) -> None:
     upstream = RelayServer(tokens, reject={"refused@example.net"})
     await upstream.start()
     issued = tokens.issue()
-    env = base_env(
-        root,
-        port,
-        ALLOWED_SENDER_DOMAINS="example.com",
-        RELAYHOST=f"[127.0.0.1]:{upstream.port}",
-        RELAYHOST_USERNAME=USERNAME,
-        POSTFIX_smtp_tls_security_level="none",
-        XOAUTH2_CLIENT_ID=CLIENT_ID,
-        XOAUTH2_SECRET=CLIENT_SECRET,
-        XOAUTH2_TOKEN_ENDPOINT=tokens.url,
-        XOAUTH2_INITIAL_ACCESS_TOKEN=issued.access_token,
-        XOAUTH2_INITIAL_REFRESH_TOKEN=issued.refresh_token,
-        MAILSTACK_XOAUTH2_PORT=str(free_port()),
-    )
+    env = xoauth2_relay_env(root, port, tokens, upstream, issued)
     relay = Relay(root, env)
     try:
         await asyncio.to_thread(relay.start)
@@ -169,19 +163,13 @@ async def test_only_postfix_may_use_the_hop_and_big_messages_are_refused(
     await upstream.start()
     issued = tokens.issue()
     hop_port = free_port()
-    env = base_env(
+    env = xoauth2_relay_env(
         root,
         port,
-        ALLOWED_SENDER_DOMAINS="example.com",
-        RELAYHOST=f"[127.0.0.1]:{upstream.port}",
-        RELAYHOST_USERNAME=USERNAME,
-        POSTFIX_smtp_tls_security_level="none",
+        tokens,
+        upstream,
+        issued,
         POSTFIX_message_size_limit="200000",
-        XOAUTH2_CLIENT_ID=CLIENT_ID,
-        XOAUTH2_SECRET=CLIENT_SECRET,
-        XOAUTH2_TOKEN_ENDPOINT=tokens.url,
-        XOAUTH2_INITIAL_ACCESS_TOKEN=issued.access_token,
-        XOAUTH2_INITIAL_REFRESH_TOKEN=issued.refresh_token,
         MAILSTACK_XOAUTH2_PORT=str(hop_port),
     )
     relay = Relay(root, env)

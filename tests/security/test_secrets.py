@@ -25,7 +25,6 @@ from pathlib import Path
 from tests.helpers import (
     Relay,
     base_env,
-    free_port,
     message,
     running_relay,
     smtp_sink,
@@ -34,7 +33,12 @@ from tests.helpers import (
 from tests.security.harness import process_tree, read_proc, server_profile
 from tests.server.mailserver import Ports, deliver, wait_for_subject
 from tests.server.server_harness import LoopThread
-from tests.xoauth2.servers import CLIENT_ID, CLIENT_SECRET, USERNAME, RelayServer, TokenServer
+from tests.xoauth2.servers import (
+    USERNAME,
+    RelayServer,
+    TokenServer,
+    xoauth2_relay_env,
+)
 
 RELAY_USER = "relay-user"
 
@@ -162,20 +166,7 @@ def test_xoauth2_secrets_stay_secret(root: Path, port: int) -> None:
         loop.run(tokens.start())
         loop.run(upstream.start())
         issued = tokens.issue(lifetime=-60)  # expired: the worker must use the client secret
-        env = base_env(
-            root,
-            port,
-            ALLOWED_SENDER_DOMAINS="example.com",
-            RELAYHOST=f"[127.0.0.1]:{upstream.port}",
-            RELAYHOST_USERNAME=USERNAME,
-            POSTFIX_smtp_tls_security_level="none",
-            XOAUTH2_CLIENT_ID=CLIENT_ID,
-            XOAUTH2_SECRET=CLIENT_SECRET,
-            XOAUTH2_TOKEN_ENDPOINT=tokens.url,
-            XOAUTH2_INITIAL_ACCESS_TOKEN=issued.access_token,
-            XOAUTH2_INITIAL_REFRESH_TOKEN=issued.refresh_token,
-            MAILSTACK_XOAUTH2_PORT=str(free_port()),
-        )
+        env = xoauth2_relay_env(root, port, tokens, upstream, issued)
         with running_relay(root, env) as relay:
             assert relay.proc is not None
             config = root / "run/mailstack/xoauth2.json"

@@ -14,6 +14,7 @@ import secrets
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -263,3 +264,25 @@ class _RelayHandler:
             )
         )
         return "250 2.0.0 OK queued as test-1"
+
+
+def xoauth2_relay_env(
+    root: Path, port: int, tokens: TokenServer, upstream: RelayServer, issued: Issued, **extra: str
+) -> dict[str, str]:
+    """A relay that sends through `upstream` with XOAUTH2 tokens from `tokens`."""
+    from tests.helpers import base_env, free_port
+
+    env = {
+        "ALLOWED_SENDER_DOMAINS": "example.com",
+        "RELAYHOST": f"[127.0.0.1]:{upstream.port}",
+        "RELAYHOST_USERNAME": USERNAME,
+        "POSTFIX_smtp_tls_security_level": "none",
+        "XOAUTH2_CLIENT_ID": CLIENT_ID,
+        "XOAUTH2_SECRET": CLIENT_SECRET,
+        "XOAUTH2_TOKEN_ENDPOINT": tokens.url,
+        "XOAUTH2_INITIAL_ACCESS_TOKEN": issued.access_token,
+        "XOAUTH2_INITIAL_REFRESH_TOKEN": issued.refresh_token,
+        "MAILSTACK_XOAUTH2_PORT": str(free_port()),
+    }
+    env.update(extra)
+    return base_env(root, port, **env)

@@ -252,8 +252,10 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
         argv += ["--greylist", str(paths.greylist_socket)]
         argv += ["--greylist-delay", str(settings.greylist_delay)]
         argv += ["--greylist-autoallow", str(settings.greylist_autoallow)]
-        for allowed in (*settings.greylist_allow_networks, *settings.greylist_allow_domains):
-            argv += ["--greylist-allow", allowed]
+        for network in settings.greylist_allow_networks:
+            argv += ["--greylist-allow-network", network]
+        for domain in settings.greylist_allow_domains:
+            argv += ["--greylist-allow-domain", domain]
         probes.append(Probe("unix", str(paths.greylist_socket)))
     managesieve = settings.listen_managesieve
     if managesieve is not None:

@@ -32,9 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--greylist", type=Path, help="the MX's greylisting policy: PATH")
     parser.add_argument("--greylist-delay", type=int, default=300, help="seconds")
     parser.add_argument("--greylist-autoallow", type=int, default=5, help="retries, 0: never")
-    parser.add_argument(
-        "--greylist-allow", action="append", default=[], help="network or domain (repeat)"
-    )
+    parser.add_argument("--greylist-allow-network", action="append", default=[], help="repeat")
+    parser.add_argument("--greylist-allow-domain", action="append", default=[], help="repeat")
     parser.add_argument("--managesieve", help="ManageSieve listener, address:port")
     parser.add_argument("--cert", type=Path, help="TLS certificate (PEM) of the TLS listeners")
     parser.add_argument("--key", type=Path, help="TLS private key (PEM)")
@@ -88,7 +87,8 @@ async def serve(args: argparse.Namespace) -> None:
         if args.sender_milter:
             services.append(SenderCheck(lookup, args.sender_milter, mode))
     if engine is not None and args.greylist:
-        networks, domains = split_allow(args.greylist_allow)
+        networks = tuple(args.greylist_allow_network)
+        domains = tuple(args.greylist_allow_domain)
         options = GreylistOptions(args.greylist_delay, args.greylist_autoallow, networks, domains)
         services.append(Greylisting(engine, args.greylist, mode, options))
     if engine is not None and args.managesieve:
@@ -126,21 +126,6 @@ async def serve(args: argparse.Namespace) -> None:
             await service.stop()
         if engine is not None:
             engine.dispose()
-
-
-def split_allow(items: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """--greylist-allow values split into (networks, domains): what parses as an IP network
-    is one, anything else a domain."""
-    import ipaddress
-
-    networks: list[str] = []
-    domains: list[str] = []
-    for item in items:
-        try:
-            networks.append(str(ipaddress.ip_network(item, strict=False)))
-        except ValueError:
-            domains.append(item)
-    return tuple(networks), tuple(domains)
 
 
 def main(argv: list[str] | None = None) -> int:
