@@ -156,12 +156,22 @@ def rspamd_processes(spam: SpamPaths) -> list[int]:
         try:
             if (entry / "comm").read_text().strip() != "rspamd":
                 continue
-            links = {str(fd.readlink()) for fd in (entry / "fd").iterdir()}
+            fds = list((entry / "fd").iterdir())
         except OSError:
             continue
-        if links & targets:
+        if _fd_links(fds) & targets:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def _fd_links(fds: list[Path]) -> set[str]:
+    """What each descriptor points at, skipping those closed while we look (a worker
+    accepting and closing connections must not be missed for one vanished descriptor)."""
+    links = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            links.add(str(fd.readlink()))
+    return links
 
 
 def stop_leftover_rspamd(spam: SpamPaths) -> list[int]:
