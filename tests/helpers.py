@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -236,3 +237,16 @@ def verify_dkim(raw: bytes, keys_dir: Path) -> bool:
         return record.encode()
 
     return bool(dkim.verify(raw, dnsfunc=dnsfunc))
+
+
+def smtp_outcome(client: smtplib.SMTP, sender: str, recipient: str, data: bytes) -> tuple[int, str]:
+    """Send one message; (250, "") when the server took it, else the refusal's code and text
+    (at MAIL, RCPT or DATA)."""
+    try:
+        client.sendmail(sender, [recipient], data)
+    except smtplib.SMTPResponseException as exc:
+        return exc.smtp_code, exc.smtp_error.decode(errors="replace")
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = exc.recipients[recipient]
+        return code, text.decode(errors="replace")
+    return 250, ""

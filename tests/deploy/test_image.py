@@ -370,7 +370,8 @@ def test_chart_prestop_hook_drains_the_relay(pod: Podman, sink: Sink) -> None:
 
 def test_server_profile_receives_mail_and_serves_imap(pod: Podman) -> None:
     """MAILSTACK_PROFILE=server in the same image: a domain and user put in the datastore on
-    the state volume, mail to the MX is read back over IMAP (STARTTLS), stop is clean."""
+    the state volume, mail to the MX is read back over IMAP (STARTTLS), spam is refused by
+    the image's rspamd, stop is clean."""
     import imaplib
     import ssl
 
@@ -386,8 +387,27 @@ def test_server_profile_receives_mail_and_serves_imap(pod: Podman) -> None:
     ports = {name: free_port() for name in ("SMTP", "SUBMISSIONS", "IMAP", "IMAPS", "MANAGESIEVE")}
     env = {f"MAILSTACK_LISTEN_{name}": f"127.0.0.1:{port}" for name, port in ports.items()}
     env.update({"MAILSTACK_PROFILE": "server", "POSTFIX_myhostname": "mx.example.com"})
+    # rspamd without DNS (the container has none), its test patterns decide
+    env.update(
+        {
+            "MAILSTACK_SPAM_TEST_PATTERNS": "1",
+            "MAILSTACK_SPAM_RBL": "",
+            "MAILSTACK_SPAM_HOST_CHECKS": "off",
+            "MAILSTACK_SPAM_NAMESERVERS": "127.0.0.1:53",
+        }
+    )
     container = pod.run(env, f"--volume={state}:/var/lib/mailstack")
-    container.wait_ready()
+    container.wait_ready(timeout=READY_TIMEOUT + 180)  # rspamd's cold start compiles first
+    spam_body = (
+        b"Subject: spam\r\n\r\n"
+        b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n"
+    )
+    with (
+        smtplib.SMTP("127.0.0.1", ports["SMTP"], timeout=60) as mx,
+        pytest.raises(smtplib.SMTPDataError) as spam,  # the reject test pattern
+    ):
+        mx.sendmail("friend@remote.test", ["alice@example.com"], spam_body)
+    assert spam.value.smtp_code == 554, container.logs()
     with smtplib.SMTP("127.0.0.1", ports["SMTP"], timeout=30) as mx:
         mx.sendmail(
             "friend@remote.test",

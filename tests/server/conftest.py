@@ -6,6 +6,7 @@ fixture's teardown, also when the test fails. Waits poll a condition against a d
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -184,3 +185,22 @@ def dovecot(lookup: RunningLookup) -> Iterator[DovecotServer]:
     finally:
         stop_process(proc)  # SIGTERM to the master stops all of its children
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- rspamd ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def rspamd_cache() -> Iterator[Path]:
+    """rspamd's compiled regex cache, shared by every rspamd of the session so that only the
+    first start is cold. MAILSTACK_TEST_RSPAMD_CACHE names a folder kept between sessions."""
+    kept = os.environ.get("MAILSTACK_TEST_RSPAMD_CACHE")
+    if kept:
+        yield Path(kept)
+        return
+    base = os.environ.get("MAILSTACK_TEST_DIR", "/var/tmp")
+    folder = Path(tempfile.mkdtemp(prefix="mailstack-rspamd-cache-", dir=base))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -110,7 +110,7 @@ def test_outside_mail_reaches_the_inbox_and_special_folders_exist(world: World) 
         assert f"\\{flag}" in listing
         assert name in listing
     assert "\\Junk" in listing
-    assert "Spam" in listing
+    assert "Junk" in listing
     assert "\\Archive" in listing
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from mailstack.errors import ConfigError
 from mailstack.paths import Paths
-from mailstack.render.dovecot import render_dovecot
+from mailstack.render.dovecot import render_dovecot, spam_sieve_path
 from mailstack.render.postfix import render_main_cf
 from mailstack.render.server import (
     render_server_master_cf,
@@ -168,8 +168,23 @@ def test_master_cf_default_listeners(server: ServerLoader) -> None:
     services = master(server)
     assert listeners(services) == ["0.0.0.0:25", "0.0.0.0:587", "0.0.0.0:465"]
     assert services["0.0.0.0:25"] == ["0.0.0.0:25 inet n - n - 1 postscreen"]
-    assert services["smtpd"] == ["smtpd pass - - n - - smtpd"]
+    assert services["smtpd"][0] == "smtpd pass - - n - - smtpd"
     assert {"dnsblog", "tlsproxy", "lmtp"} <= services.keys()
+
+
+def test_mx_smtpd_asks_rspamd_and_waits_while_it_cannot(server: ServerLoader) -> None:
+    """MAILSTACK_SPAM (on by default): the smtpd behind postscreen has rspamd's milter; the
+    main.cf default action (tempfail) holds unless MAILSTACK_SPAM_FAILURE=accept."""
+    settings = server()
+    milter = f"unix:{settings.root}/run/mailstack/rspamd-milter/milter.sock"
+    assert master(server)["smtpd"][1:] == [f"-o smtpd_milters={milter}"]
+    assert master(server, MAILSTACK_SPAM_FAILURE="accept")["smtpd"][1:] == [
+        f"-o smtpd_milters={milter}",
+        "-o milter_default_action=accept",
+    ]
+    assert master(server, MAILSTACK_SPAM="off")["smtpd"] == ["smtpd pass - - n - - smtpd"]
+    # submission keeps its own milters (sender check, OpenDKIM), never rspamd
+    assert not any("rspamd" in line for line in master(server)["0.0.0.0:587"])
 
 
 @pytest.mark.parametrize(
@@ -392,3 +407,22 @@ def test_greylisting_on_25_only_for_clients_outside_mynetworks(server: ServerLoa
     off = parameter(main_cf(server, MAILSTACK_GREYLIST="0"), "smtpd_recipient_restrictions")
     assert off is not None
     assert "check_policy_service" not in off
+
+
+def test_spam_is_filed_by_a_global_sieve_step_only_with_spam_filtering(
+    server: ServerLoader,
+) -> None:
+    """The Sieve step runs before the user's script; it is not there when rspamd is off (a
+    sender's own X-Spam header then means nothing)."""
+    settings = server()
+    files = {f.path.name: f.content for f in render_dovecot(settings, Paths(settings.root))}
+    script = spam_sieve_path(Paths(settings.root))
+    assert f"  sieve_before = {script}\n" in files["dovecot.conf"]
+    assert 'if header :is "X-Spam" "Yes"' in files["spam.sieve"]
+    assert 'fileinto :create "Junk"' in files["spam.sieve"]
+    assert "mailbox Junk {\n    special_use = \\Junk\n    auto = subscribe" in files["dovecot.conf"]
+
+    settings = server(MAILSTACK_SPAM="off")
+    files = {f.path.name: f.content for f in render_dovecot(settings, Paths(settings.root))}
+    assert "sieve_before" not in files["dovecot.conf"]
+    assert "spam.sieve" not in files

@@ -348,3 +348,80 @@ def test_bad_greylisting_values_are_named(variable: str, value: str, message: st
 def test_greylisting_is_the_servers() -> None:
     """The relay has no greylisting settings."""
     assert not any(name.startswith("greylist") for name in RelaySettings.model_fields)
+
+
+# -- spam filtering (server) ---------------------------------------------------------------
+
+
+def test_spam_filtering_defaults(server: ServerLoader) -> None:
+    """On, rspamd's own scores and DNS lists, 4xx while rspamd is down, test patterns off."""
+    settings = server()
+    assert settings.spam is True
+    options = settings.rspamd_options()
+    assert (options.reject, options.add_header, options.greylist) == (15.0, 6.0, None)
+    assert options.dns_lists is None  # rspamd's stock lists
+    assert (options.host_checks, options.test_patterns) == (True, False)
+    assert settings.spam_failure == "defer"
+
+
+def test_spam_dns_lists_unset_empty_or_named(server: ServerLoader) -> None:
+    assert server(MAILSTACK_SPAM_RBL="").rspamd_options().dns_lists == ()
+    assert server(MAILSTACK_SPAM_RBL=" ").rspamd_options().dns_lists == ()
+    named = server(MAILSTACK_SPAM_RBL="spamhaus, DBL").rspamd_options().dns_lists
+    assert named == ("spamhaus", "DBL")
+
+
+def test_spam_scores_and_switches(server: ServerLoader) -> None:
+    settings = server(
+        MAILSTACK_SPAM_REJECT_SCORE="20",
+        MAILSTACK_SPAM_JUNK_SCORE=" 5.5 ",
+        MAILSTACK_SPAM_GREYLIST_SCORE="4",
+        MAILSTACK_SPAM_FAILURE="ACCEPT",
+        MAILSTACK_SPAM_NAMESERVERS="127.0.0.1:5353 [::1]:53",
+    )
+    options = settings.rspamd_options()
+    assert (options.reject, options.add_header, options.greylist) == (20.0, 5.5, 4.0)
+    assert options.nameservers == ("127.0.0.1:5353", "[::1]:53")
+    assert settings.spam_failure == "accept"
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {"MAILSTACK_SPAM_JUNK_SCORE": "15"},
+            Problem("MAILSTACK_SPAM_JUNK_SCORE", "must be below MAILSTACK_SPAM_REJECT_SCORE (15)"),
+        ),
+        (
+            {"MAILSTACK_SPAM_GREYLIST_SCORE": "7"},
+            Problem("MAILSTACK_SPAM_GREYLIST_SCORE", "must be below MAILSTACK_SPAM_JUNK_SCORE (6)"),
+        ),
+        (
+            {"MAILSTACK_SPAM_REJECT_SCORE": "lots"},
+            Problem(
+                "MAILSTACK_SPAM_REJECT_SCORE",
+                "must be a number (got 'lots')",
+            ),
+        ),
+        (
+            {"MAILSTACK_SPAM_GREYLIST_SCORE": "nan"},
+            Problem("MAILSTACK_SPAM_GREYLIST_SCORE", "must be a finite number (got 'nan')"),
+        ),
+        (
+            {"MAILSTACK_SPAM_FAILURE": "bounce"},
+            Problem("MAILSTACK_SPAM_FAILURE", "must be one of 'defer' or 'accept' (got 'bounce')"),
+        ),
+    ],
+)
+def test_bad_spam_values_are_named(env: dict[str, str], problem: Problem) -> None:
+    assert server_problems(**env) == [problem]
+
+
+def test_an_unknown_dns_list_is_named_with_the_known_ones() -> None:
+    [problem] = server_problems(MAILSTACK_SPAM_RBL="spamhaus nolist")
+    assert problem.variable == "MAILSTACK_SPAM_RBL"
+    assert problem.message.startswith("unknown rule(s) nolist; rspamd has spamhaus, ")
+
+
+def test_spam_scores_are_not_checked_when_spam_filtering_is_off(server: ServerLoader) -> None:
+    assert server(MAILSTACK_SPAM="off", MAILSTACK_SPAM_JUNK_SCORE="99").spam is False

@@ -9,6 +9,7 @@ dict), so Dovecot's own managesieve protocol stays off.
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 from mailstack.paths import Paths
 from mailstack.render.files import GENERATED_HEADER, RenderedFile
@@ -21,7 +22,7 @@ SPECIAL_FOLDERS = (
     ("Drafts", "\\Drafts"),
     ("Sent", "\\Sent"),
     ("Trash", "\\Trash"),
-    ("Spam", "\\Junk"),
+    ("Junk", "\\Junk"),
     ("Archive", "\\Archive"),
 )
 
@@ -45,6 +46,7 @@ def render_dovecot_conf(settings: ServerSettings, paths: Paths, instance: str) -
         f"  mailbox {name} {{\n    special_use = {flag}\n    auto = subscribe\n  }}\n"
         for name, flag in SPECIAL_FOLDERS
     )
+    before = f"  sieve_before = {spam_sieve_path(paths)}\n" if settings.spam else ""
     imap_listeners = _inet_listener("imap", settings.listen_imap) + _inet_listener(
         "imaps", settings.listen_imaps, ssl=True
     )
@@ -118,9 +120,24 @@ protocol imap {{
 }}
 plugin {{
   sieve = dict:proxy:{paths.sieve_dict_socket}:sieve;name=active
-  quota = maildir:User quota
+{before}  quota = maildir:User quota
 }}
 """
+
+
+#: Runs before each user's own script (sieve_before): mail rspamd marked as spam goes to
+#: the Junk folder and the user's rules are not run on it.
+SPAM_SIEVE = """require ["fileinto", "mailbox"];
+if header :is "X-Spam" "Yes" {
+  fileinto :create "Junk";
+  stop;
+}
+"""
+
+
+def spam_sieve_path(paths: Paths) -> Path:
+    """The global script filing spam; compiled next to it (`.svbin`) at every start."""
+    return paths.server_config / "sieve" / "spam.sieve"
 
 
 def render_dict_auth(paths: Paths) -> str:
@@ -135,7 +152,10 @@ default_pass_scheme = ARGON2ID
 def render_dovecot(settings: ServerSettings, paths: Paths) -> list[RenderedFile]:
     instance = f"mailstack-{zlib.crc32(str(paths.root).encode()):08x}"
     config = paths.server_config
-    return [
+    files = [
         RenderedFile(config / "dovecot.conf", render_dovecot_conf(settings, paths, instance)),
         RenderedFile(config / "dovecot-dict-auth.conf.ext", render_dict_auth(paths)),
     ]
+    if settings.spam:
+        files.append(RenderedFile(spam_sieve_path(paths), SPAM_SIEVE))
+    return files

@@ -29,6 +29,7 @@ from mailstack.render.postfix import (
     render_main_cf,
     render_sasl_passwd,
 )
+from mailstack.render.rspamd import spam_paths
 from mailstack.settings.server import ServerSettings
 from mailstack.settings.values import HostPort
 
@@ -187,6 +188,18 @@ def submission_options(paths: Paths, dkim_enabled: bool, name: str) -> list[str]
     return options
 
 
+def mx_milter_options(settings: ServerSettings, paths: Paths) -> list[str]:
+    """Port 25's smtpd asks rspamd about every message (MAILSTACK_SPAM). While rspamd
+    cannot answer, mail waits with 4xx (MAILSTACK_SPAM_FAILURE=defer, from main.cf) or is
+    taken unchecked (accept)."""
+    if not settings.spam:
+        return []
+    options = [f"smtpd_milters=unix:{spam_paths(paths).milter_socket}"]
+    if settings.spam_failure == "accept":
+        options.append("milter_default_action=accept")
+    return options
+
+
 def render_server_master_cf(
     settings: ServerSettings, paths: Paths, dkim_enabled: bool, accepting: bool = True
 ) -> str:
@@ -196,7 +209,9 @@ def render_server_master_cf(
     smtp = settings.listen_smtp
     if smtp is not None and accepting:
         services.append(f"{smtp} inet n - n - 1 postscreen\n")
-        services.append("smtpd pass - - n - - smtpd\n")
+        services.append(
+            "smtpd pass - - n - - smtpd\n" + _options(*mx_milter_options(settings, paths))
+        )
         services.append("dnsblog unix - - n - 0 dnsblog\n")
         services.append("tlsproxy unix - - n - 0 tlsproxy\n")
     elif smtp is not None:

@@ -38,6 +38,7 @@ class Daemon:
         parse_line: LineParser,
         probe: Probe,
         ready_timeout: float = 30.0,
+        own_group: bool = False,
     ) -> None:
         self.name = name
         self.argv = argv
@@ -45,6 +46,7 @@ class Daemon:
         self.parse_line = parse_line
         self.probe = probe
         self.ready_timeout = ready_timeout
+        self.own_group = own_group
         self.process: asyncio.subprocess.Process | None = None
         self.tail: deque[str] = deque(maxlen=20)
         self.restarts = 0
@@ -70,6 +72,7 @@ class Daemon:
             env=self.env,
             limit=1 << 20,
             preexec_fn=die_with_parent,
+            process_group=0 if self.own_group else None,
         )
         assert self.process.stdout is not None  # noqa: S101 - we asked for pipes
         assert self.process.stderr is not None  # noqa: S101
@@ -137,6 +140,9 @@ class Daemon:
         assert self.process is not None  # noqa: S101
         while self.process.returncode is None:
             await asyncio.sleep(EXIT_POLL)
+        if self.own_group:  # what the process forked and left behind goes with it
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.returncode
 
     async def exited(self, timeout: float) -> bool:

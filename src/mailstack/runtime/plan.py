@@ -39,6 +39,9 @@ class Process:
     #: while it is down): it is restarted for ever, at most every 30 s, and never takes the
     #: MX and IMAP down with it. A critical process that keeps crashing stops everything.
     critical: bool = True
+    #: Started in a process group of its own, which is killed once it exited: for a daemon
+    #: whose forked workers outlive a crashed main process (rspamd) and would keep serving.
+    own_group: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ def _process(data: dict[str, Any]) -> Process:
         ready_timeout=float(data["ready_timeout"]),
         log_parser=data["log_parser"],
         critical=bool(data["critical"]),
+        own_group=bool(data["own_group"]),
     )
 
 

@@ -3,9 +3,10 @@
 Start order, each one ready before the next starts:
 1. the worker (`mailstack.worker`): one unprivileged Python process with the lookup service
    (socketmap for Postfix, dict for Dovecot) and ManageSieve, on one datastore engine;
-2. OpenDKIM, when a hosted domain has a key (it signs what users submit);
-3. Dovecot (IMAP, LMTP, SASL for Postfix, Sieve), which asks the lookup service;
-4. Postfix, last, so that no mail is accepted before it can be delivered.
+2. Redis and rspamd (MAILSTACK_SPAM), the milter of port 25 (see runtime/spam.py);
+3. OpenDKIM, when a hosted domain has a key (it signs what users submit);
+4. Dovecot (IMAP, LMTP, SASL for Postfix, Sieve), which asks the lookup service;
+5. Postfix, last, so that no mail is accepted before it can be delivered.
 Restart budget, back-off and the graceful stop are the relay's (see supervisor.py).
 """
 
@@ -27,8 +28,9 @@ from mailstack.dkim.keys import (
 )
 from mailstack.errors import ConfigError, ExitCode, Problem
 from mailstack.paths import Paths
-from mailstack.render.dovecot import render_dovecot
+from mailstack.render.dovecot import render_dovecot, spam_sieve_path
 from mailstack.render.opendkim import render_opendkim
+from mailstack.render.rspamd import SpamPaths
 from mailstack.render.server import (
     listener_addresses,
     render_server_master_cf,
@@ -55,6 +57,7 @@ from mailstack.runtime.profile import (
     opendkim_with_log,
     worker_account,
 )
+from mailstack.runtime.spam import prepare_spam, redis_process, rspamd_process
 from mailstack.runtime.tls import ensure_certificate
 from mailstack.settings.locations import database_location
 from mailstack.settings.server import ServerSettings
@@ -70,6 +73,7 @@ class PreparedServer:
     database: str
     hosted_domains: tuple[str, ...]
     store_ready: bool = True  # False: unreachable at start; the worker migrates it later
+    spam: SpamPaths | None = None  # rspamd and Redis, when MAILSTACK_SPAM is on
 
     @property
     def dkim_enabled(self) -> bool:
@@ -205,11 +209,36 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
     materialise(render_server_postfix(settings, paths, dkim_enabled=bool(keys)))
     materialise(render_opendkim(settings, paths, keys, mode="s"))
     materialise(render_dovecot(settings, paths))
+    spam = _prepare_spam(settings, paths) if settings.spam else None
     if keys:
         log.info("DKIM signing for %s", ", ".join(f"{k.domain} (s={k.selector})" for k in keys))
     postfix_permissions(paths, base_environment(settings, paths))
     run_init_scripts(paths)
-    return PreparedServer(tuple(keys), database, tuple(domains), store_ready=found is not None)
+    return PreparedServer(
+        tuple(keys), database, tuple(domains), store_ready=found is not None, spam=spam
+    )
+
+
+def _prepare_spam(settings: ServerSettings, paths: Paths) -> SpamPaths:
+    """rspamd's and Redis's folders and files, and the global Sieve script that files spam
+    into Junk, compiled now (the mail processes cannot write next to it)."""
+    if settings.spam_test_patterns:
+        log.warning(
+            "MAILSTACK_SPAM_TEST_PATTERNS is on: anyone can get a message refused or filed as "
+            "spam with a test string; turn it off outside tests"
+        )
+    spam = prepare_spam(paths, settings.rspamd_options())
+    script = spam_sieve_path(paths)
+    result = subprocess.run(
+        ["sievec", "-c", str(paths.server_config / "dovecot.conf"), str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ConfigError([Problem("MAILSTACK_SPAM", f"sievec {script}: {result.stderr.strip()}")])
+    return spam
 
 
 # -- the processes ----------------------------------------------------------------------------
@@ -282,6 +311,8 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
     env = base_environment(settings, paths)
     processes = [worker_process(settings, paths, prepared)]
     syslog: Path | None = None
+    if prepared.spam is not None:
+        processes += [redis_process(prepared.spam, env), rspamd_process(prepared.spam, env)]
     if prepared.dkim_enabled:
         opendkim, syslog = opendkim_with_log(paths, env)
         processes.append(opendkim)

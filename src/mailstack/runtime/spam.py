@@ -106,6 +106,7 @@ def rspamd_process(spam: SpamPaths, env: dict[str, str]) -> Process:
         probes,
         ready_timeout=RSPAMD_READY_TIMEOUT,
         critical=False,
+        own_group=True,  # its workers outlive a killed main process
     )
 
 

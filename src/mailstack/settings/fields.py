@@ -60,6 +60,17 @@ AllowedDomains = Annotated[
     tuple[str, ...], ItemList(), parsed(lambda raw: values.parse_allow_list(raw)[1])
 ]
 
+#: A list that is None (a default) when unset and empty when set but empty.
+OptionalItems = Annotated[
+    tuple[str, ...] | None,
+    EmptyDisables(),
+    ItemList(),
+    parsed(lambda raw: tuple(values.split_items(raw))),
+]
+#: A number that an empty variable switches off (None).
+OptionalNumber = Annotated[float | None, EmptyDisables(), parsed(values.parse_optional_number)]
+SpamFailure = Annotated[Literal["defer", "accept"], parsed(lambda raw: raw.strip().lower())]
+
 Listen = Annotated[HostPort, parsed(values.parse_listen)]
 OptionalListen = Annotated[HostPort | None, parsed(values.parse_listen)]
 #: A listener that an empty variable switches off.

@@ -15,6 +15,7 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from mailstack.errors import Problem
+from mailstack.render.rspamd import RspamdOptions
 from mailstack.settings.base import ProfileSettings
 from mailstack.settings.fields import (
     AllowedDomains,
@@ -22,8 +23,12 @@ from mailstack.settings.fields import (
     Count,
     Flag,
     Listener,
+    Number,
+    OptionalItems,
+    OptionalNumber,
     OptionalPath,
     OptionalText,
+    SpamFailure,
     Text,
 )
 from mailstack.settings.values import HostPort
@@ -78,6 +83,20 @@ class ServerSettings(ProfileSettings):
     greylist_allow_networks: AllowedNetworks = Field((), alias="MAILSTACK_GREYLIST_ALLOW")
     greylist_allow_domains: AllowedDomains = Field((), alias="MAILSTACK_GREYLIST_ALLOW")
 
+    # spam filtering of inbound mail (rspamd and its Redis) on the MX listener
+    spam: Flag = Field(True, alias="MAILSTACK_SPAM")
+    spam_reject_score: Number = Field(15.0, alias="MAILSTACK_SPAM_REJECT_SCORE")
+    spam_junk_score: Number = Field(6.0, alias="MAILSTACK_SPAM_JUNK_SCORE")
+    #: None: rspamd's greylisting band off (the policy service greylists every new sender)
+    spam_greylist_score: OptionalNumber = Field(None, alias="MAILSTACK_SPAM_GREYLIST_SCORE")
+    #: None (unset): rspamd's own DNS block lists; empty: none; else the rules named
+    spam_rbl: OptionalItems = Field(None, alias="MAILSTACK_SPAM_RBL")
+    spam_host_checks: Flag = Field(True, alias="MAILSTACK_SPAM_HOST_CHECKS")
+    spam_nameservers: OptionalItems = Field(None, alias="MAILSTACK_SPAM_NAMESERVERS")
+    spam_failure: SpamFailure = Field("defer", alias="MAILSTACK_SPAM_FAILURE")
+    spam_test_patterns: Flag = Field(False, alias="MAILSTACK_SPAM_TEST_PATTERNS")
+    spam_cache_dir: OptionalPath = Field(None, alias="MAILSTACK_SPAM_CACHE_DIR")
+
     @field_validator("mail_user")
     @classmethod
     def _system_user(cls, name: str) -> str:
@@ -110,8 +129,44 @@ class ServerSettings(ProfileSettings):
     def rules(self) -> Iterator[Problem]:
         yield from super().rules()
         yield from self._tls_files()
+        yield from self._spam_scores()
         if self.relayhost_username and self.relayhost is None:
             yield Problem(self.variable("relayhost_username"), "is set but RELAYHOST is not")
+
+    def rspamd_options(self) -> RspamdOptions:
+        """The spam settings as rspamd's options (render/rspamd.py checks them)."""
+        return RspamdOptions(
+            reject=self.spam_reject_score,
+            add_header=self.spam_junk_score,
+            greylist=self.spam_greylist_score,
+            test_patterns=self.spam_test_patterns,
+            dns_lists=self.spam_rbl,
+            host_checks=self.spam_host_checks,
+            nameservers=self.spam_nameservers or (),
+            cache_dir=self.spam_cache_dir,
+        )
+
+    def _spam_scores(self) -> Iterator[Problem]:
+        if not self.spam:
+            return
+        reject, junk, greylist = (
+            self.spam_reject_score,
+            self.spam_junk_score,
+            self.spam_greylist_score,
+        )
+        if junk >= reject:
+            below = f"{self.variable('spam_reject_score')} ({reject:g})"
+            yield Problem(self.variable("spam_junk_score"), f"must be below {below}")
+            return
+        if greylist is not None and greylist >= junk:
+            below = f"{self.variable('spam_junk_score')} ({junk:g})"
+            yield Problem(self.variable("spam_greylist_score"), f"must be below {below}")
+            return
+        try:
+            self.rspamd_options()
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            yield Problem(self.variable(_SPAM_OPTION_FIELDS.get(field, "spam")), message)
 
     def _tls_files(self) -> Iterator[Problem]:
         cert, key = self.tls_cert_file, self.tls_key_file
@@ -124,6 +179,14 @@ class ServerSettings(ProfileSettings):
             if path is not None and not path.is_file():
                 yield Problem(self.variable(name), f"file {path} does not exist")
 
+
+#: RspamdOptions' names of what the spam settings set, for error messages.
+_SPAM_OPTION_FIELDS = {
+    "reject": "spam_reject_score",
+    "add_header": "spam_junk_score",
+    "greylist": "spam_greylist_score",
+    "dns_lists": "spam_rbl",
+}
 
 #: Listener name -> (environment variable, default address). An empty variable disables it.
 LISTENERS: dict[str, tuple[str, HostPort]] = {

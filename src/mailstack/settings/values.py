@@ -7,6 +7,7 @@ message says what was expected; the caller names the variable.
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,19 @@ def parse_domain(raw: str) -> str:
 def split_items(raw: str) -> list[str]:
     """The items of a list variable: any whitespace or commas separate them."""
     return [item for item in re.split(r"[\s,]+", raw) if item]
+
+
+def parse_optional_number(raw: str) -> float | None:
+    """A finite number, or None for an empty value."""
+    if not raw.strip():
+        return None
+    try:
+        number = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number (got {raw.strip()!r})") from None
+    if not math.isfinite(number):
+        raise ValueError(f"must be a finite number (got {raw.strip()!r})")
+    return number
 
 
 def parse_domain_list(raw: str) -> tuple[str, ...]:

@@ -1,0 +1,300 @@
+"""Spam filtering in the running server profile: `mailstack run --profile server` with
+MAILSTACK_SPAM on starts Redis and rspamd, port 25's smtpd asks rspamd about every message,
+and the global Sieve step files what rspamd marks as spam into the user's Junk folder.
+
+rspamd's test patterns (MAILSTACK_SPAM_TEST_PATTERNS) decide the verdict, so no real spam and
+no DNS are needed (DNS lists and host checks off, the resolver on a loopback port where
+nothing answers). The regex cache is shared with the other rspamd tests of the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import smtplib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import Message
+from pathlib import Path
+
+import pytest
+from mailserver import (
+    PASSWORD,
+    MailServer,
+    Ports,
+    imap_session,
+    message,
+    server_env,
+    subjects,
+    wait_for_subject,
+)
+from tests.helpers import private_root, smtp_outcome, wait_for
+
+from mailstack.paths import Paths
+from mailstack.render.rspamd import SpamPaths, spam_paths
+from mailstack.runtime.probes import unix_socket_accepts
+from mailstack.runtime.spam import rspamd_processes
+from mailstack.store import MailStore
+
+pytestmark = pytest.mark.daemons
+
+REJECT_PATTERN = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+HEADER_PATTERN = "YJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+SENDER = "friend@remote.test"
+#: An internet address the MX sees (XCLIENT): rspamd checks SPF, DKIM and DMARC only for
+#: clients outside loopback and private networks.
+CLIENT_ADDRESS = "203.0.113.25"
+WORK_FILTER = """require ["fileinto", "mailbox"];
+if header :contains "subject" "[work]" {
+  fileinto :create "Work";
+}
+"""
+#: A cold rspamd start compiles its regex cache first.
+START_TIMEOUT = 240
+
+
+def spam_env(root: Path, ports: Ports, cache: Path, **extra: str) -> dict[str, str]:
+    return server_env(
+        root,
+        ports,
+        MAILSTACK_SPAM="on",
+        MAILSTACK_SPAM_TEST_PATTERNS="1",
+        MAILSTACK_SPAM_RBL="",
+        MAILSTACK_SPAM_HOST_CHECKS="off",
+        MAILSTACK_SPAM_NAMESERVERS="127.0.0.1:53",
+        MAILSTACK_SPAM_CACHE_DIR=str(cache),
+        POSTFIX_smtpd_authorized_xclient_hosts="127.0.0.0/8",
+        MAILSTACK_GREYLIST="off",  # tested on its own; here every message goes straight in
+        **extra,
+    )
+
+
+@dataclass
+class SpamServer:
+    server: MailServer
+    ports: Ports
+    store: MailStore
+
+    @property
+    def spam_paths(self) -> SpamPaths:
+        return spam_paths(Paths(self.server.root))
+
+    def rspamd_main(self) -> int:
+        """rspamd's main process: the leader of its own process group."""
+        found = [p for p in rspamd_processes(self.spam_paths) if os.getpgid(p) == p]
+        assert len(found) == 1, found
+        return found[0]
+
+
+@contextlib.contextmanager
+def spam_server(cache: Path, **extra: str) -> Iterator[SpamServer]:
+    with private_root() as root:
+        store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
+        server = None
+        try:
+            store.add_domain("example.com")
+            for user in ("alice", "bob", "carol"):
+                store.add_user(f"{user}@example.com", PASSWORD)
+            ports = Ports()
+            server = MailServer(root, spam_env(root, ports, cache, **extra))
+            server.start(timeout=START_TIMEOUT)
+            yield SpamServer(server, ports, store)
+        finally:
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.stop()
+                server.cleanup()
+            store.close()
+
+
+@pytest.fixture(scope="module")
+def world(rspamd_cache: Path) -> Iterator[SpamServer]:
+    with spam_server(rspamd_cache) as running:
+        yield running
+
+
+def remote_client(world: SpamServer) -> smtplib.SMTP:
+    """An SMTP session the MX (and rspamd) sees as coming from CLIENT_ADDRESS."""
+    client = smtplib.SMTP("127.0.0.1", world.ports.smtp, timeout=60)
+    client.ehlo("mail.remote.test")
+    code, text = client.docmd("XCLIENT", f"ADDR={CLIENT_ADDRESS} NAME=mail.remote.test")
+    assert code == 220, (code, text)
+    client.ehlo_resp = None
+    client.ehlo("mail.remote.test")
+    return client
+
+
+def send(world: SpamServer, recipient: str, subject: str, body: str = "Lunch?") -> tuple[int, str]:
+    """Hand a message to the MX as a server on the internet would; (250, "") when taken."""
+    with remote_client(world) as client:
+        return smtp_outcome(client, SENDER, recipient, message(SENDER, recipient, subject, body))
+
+
+def fetch(world: SpamServer, user: str, folder: str, subject: str) -> Message:
+    with imap_session(world.server, world.ports.imap, user, PASSWORD) as client:
+        client.select(f'"{folder}"', readonly=True)
+        _, found = client.search(None, "SUBJECT", f'"{subject}"')
+        numbers = found[0].split()
+        assert numbers, f"{subject!r} not in {user}/{folder}"
+        _, parts = client.fetch(numbers[-1], "(BODY.PEEK[])")
+        raw = parts[0][1] if isinstance(parts[0], tuple) else b""
+    return message_from_bytes(raw)
+
+
+def folder_subjects(world: SpamServer, user: str, folder: str) -> list[str]:
+    with imap_session(world.server, world.ports.imap, user, PASSWORD) as client:
+        status, _ = client.select(f'"{folder}"', readonly=True)
+        return subjects(client, folder) if status == "OK" else []
+
+
+# -- verdicts -------------------------------------------------------------------------------------
+
+
+def test_clean_mail_reaches_the_inbox_with_authentication_results(world: SpamServer) -> None:
+    assert send(world, "alice@example.com", "lunch on friday") == (250, "")
+    wait_for_subject(world.server, world.ports.imap, "alice@example.com", "lunch on friday")
+
+    msg = fetch(world, "alice@example.com", "INBOX", "lunch on friday")
+    results = str(msg["Authentication-Results"])
+    assert results.startswith("mx.example.com;"), results
+    for method in ("spf=", "dkim=", "dmarc="):
+        assert method in results, results
+    assert str(msg["X-Spam-Status"]).startswith("No, score="), msg["X-Spam-Status"]
+    assert msg["X-Spam"] is None
+
+
+def test_spam_is_refused_at_data_and_never_delivered(world: SpamServer) -> None:
+    code, text = send(world, "bob@example.com", "buy now", f"Buy now.\r\n{REJECT_PATTERN}")
+
+    assert (code, text.split()[0]) == (554, "5.7.1"), (code, text)
+    # mail sent after it arrives; the refused one was never queued, so cannot come later
+    assert send(world, "bob@example.com", "after the refusal") == (250, "")
+    wait_for_subject(world.server, world.ports.imap, "bob@example.com", "after the refusal")
+    assert "buy now" not in folder_subjects(world, "bob@example.com", "INBOX")
+    assert "buy now" not in folder_subjects(world, "bob@example.com", "Junk")
+
+
+def test_probable_spam_is_filed_into_junk_not_the_inbox(world: SpamServer) -> None:
+    assert send(world, "alice@example.com", "cheap pills", f"Pills.\r\n{HEADER_PATTERN}") == (
+        250,
+        "",
+    )
+
+    wait_for_subject(world.server, world.ports.imap, "alice@example.com", "cheap pills", "Junk")
+    assert "cheap pills" not in folder_subjects(world, "alice@example.com", "INBOX")
+    msg = fetch(world, "alice@example.com", "Junk", "cheap pills")
+    assert msg.get_all("X-Spam") == ["Yes"]
+    # Junk is the folder mail clients show as junk (special-use), and subscribed
+    with imap_session(world.server, world.ports.imap, "alice@example.com", PASSWORD) as client:
+        _, listing = client.list('""', "Junk")
+        _, subscribed = client.lsub('""', "Junk")
+    assert b"\\Junk" in listing[0], listing
+    assert subscribed[0] is not None, subscribed
+    assert b"Junk" in subscribed[0], subscribed
+
+
+def test_users_own_rules_run_on_clean_mail_but_not_on_spam(world: SpamServer) -> None:
+    user = "carol@example.com"
+    world.store.put_script(user, "work", WORK_FILTER, activate=True)
+
+    assert send(world, user, "[work] report") == (250, "")
+    assert send(world, user, "[work] pills", f"Pills.\r\n{HEADER_PATTERN}") == (250, "")
+
+    wait_for_subject(world.server, world.ports.imap, user, "[work] report", "Work")
+    wait_for_subject(world.server, world.ports.imap, user, "[work] pills", "Junk")
+    assert "[work] pills" not in folder_subjects(world, user, "Work")
+    assert "[work] pills" not in folder_subjects(world, user, "INBOX")
+
+
+def test_a_sender_cannot_file_its_mail_out_of_junk_with_its_own_header(
+    world: SpamServer,
+) -> None:
+    forged = f"Pills.\r\n{HEADER_PATTERN}"
+    data = message(SENDER, "bob@example.com", "forged no", forged).replace(
+        b"Subject:", b"X-Spam: No\r\nSubject:", 1
+    )
+    with remote_client(world) as client:
+        assert smtp_outcome(client, SENDER, "bob@example.com", data) == (250, "")
+
+    wait_for_subject(world.server, world.ports.imap, "bob@example.com", "forged no", "Junk")
+    assert fetch(world, "bob@example.com", "Junk", "forged no").get_all("X-Spam") == ["Yes"]
+
+
+# -- rspamd down ------------------------------------------------------------------------------
+
+
+def kill_rspamd(world: SpamServer) -> list[int]:
+    """SIGKILL rspamd's main process, as a crash would; returns the processes it had."""
+    before = rspamd_processes(world.spam_paths)
+    os.kill(world.rspamd_main(), signal.SIGKILL)
+    return before
+
+
+def wait_rspamd_back(world: SpamServer, old: list[int]) -> None:
+    def back() -> bool:
+        now = rspamd_processes(world.spam_paths)
+        return (
+            bool(now)
+            and not set(now) & set(old)
+            and unix_socket_accepts(world.spam_paths.milter_socket)
+        )
+
+    wait_for(back, 120, f"rspamd restarted\n{world.server.log[-4000:]}")
+
+
+def test_while_rspamd_is_down_mail_waits_with_4xx_and_arrives_after(world: SpamServer) -> None:
+    old = kill_rspamd(world)
+    # its workers go with it (they would otherwise keep serving the old socket)
+    wait_for(lambda: not unix_socket_accepts(world.spam_paths.milter_socket), 10, "milter down")
+
+    code, text = send(world, "alice@example.com", "while rspamd is down")
+    assert (code, text.split()[0]) == (451, "4.7.1"), (code, text)
+
+    wait_rspamd_back(world, old)
+    assert not set(rspamd_processes(world.spam_paths)) & set(old)  # no orphan survived
+    assert send(world, "alice@example.com", "while rspamd is down") == (250, "")  # the retry
+    wait_for_subject(world.server, world.ports.imap, "alice@example.com", "while rspamd is down")
+    assert "rspamd exited unexpectedly" in world.server.log
+    milter = str(world.spam_paths.milter_socket)
+    said = [line for line in world.server.log.splitlines() if "postfix" in line and milter in line]
+    assert said, "Postfix did not log why it deferred"
+
+
+def test_with_failure_accept_mail_is_taken_unchecked_while_rspamd_is_down(
+    rspamd_cache: Path,
+) -> None:
+    with spam_server(rspamd_cache, MAILSTACK_SPAM_FAILURE="accept") as world:
+        old = kill_rspamd(world)
+        wait_for(lambda: not unix_socket_accepts(world.spam_paths.milter_socket), 10, "down")
+
+        assert send(world, "bob@example.com", "unchecked", f"x\r\n{HEADER_PATTERN}") == (250, "")
+        wait_for_subject(world.server, world.ports.imap, "bob@example.com", "unchecked")
+        msg = fetch(world, "bob@example.com", "INBOX", "unchecked")
+        assert msg["X-Spam-Status"] is None  # nobody looked at it
+        wait_rspamd_back(world, old)
+
+
+def test_spam_off_runs_no_rspamd_and_files_nothing() -> None:
+    """MAILSTACK_SPAM=off: no Redis, no rspamd, and a sender's X-Spam header means nothing."""
+    with private_root() as root:
+        store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
+        store.add_domain("example.com")
+        store.add_user("alice@example.com", PASSWORD)
+        ports = Ports()
+        server = MailServer(root, server_env(root, ports))
+        try:
+            server.start(timeout=60)
+            assert rspamd_processes(spam_paths(Paths(root))) == []
+            data = message(SENDER, "alice@example.com", "says spam", "x").replace(
+                b"Subject:", b"X-Spam: Yes\r\nSubject:", 1
+            )
+            with smtplib.SMTP("127.0.0.1", ports.smtp, timeout=60) as client:
+                client.sendmail(SENDER, ["alice@example.com"], data)
+            wait_for_subject(server, ports.imap, "alice@example.com", "says spam")
+        finally:
+            with contextlib.suppress(Exception):
+                server.stop()
+            server.cleanup()
+            store.close()
