@@ -82,6 +82,16 @@ class Paths:
         """Maildirs, one folder per domain and user: <domain>/<local part>/Maildir."""
         return self.state / "mail"
 
+    def maildir(self, address: str) -> Path:
+        """A user's Maildir (mail_home in dovecot.conf, then `Maildir`)."""
+        local, _, domain = address.partition("@")
+        return self.mailboxes / domain / local / "Maildir"
+
+    @property
+    def spam_spool(self) -> Path:
+        """Messages users moved into or out of Junk, until the worker has learned them."""
+        return self.state / "spam-learn"
+
     @property
     def dovecot_state(self) -> Path:
         return self.state / "dovecot"

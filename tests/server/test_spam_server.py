@@ -10,9 +10,11 @@ nothing answers). The regex cache is shared with the other rspamd tests of the s
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import smtplib
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
@@ -30,7 +32,7 @@ from mailserver import (
     subjects,
     wait_for_subject,
 )
-from tests.helpers import private_root, smtp_outcome, wait_for
+from tests.helpers import MAILSTACK, private_root, smtp_outcome, wait_for
 
 from mailstack.paths import Paths
 from mailstack.render.rspamd import SpamPaths, spam_paths
@@ -67,6 +69,7 @@ def spam_env(root: Path, ports: Ports, cache: Path, **extra: str) -> dict[str, s
         MAILSTACK_SPAM_CACHE_DIR=str(cache),
         POSTFIX_smtpd_authorized_xclient_hosts="127.0.0.0/8",
         MAILSTACK_GREYLIST="off",  # tested on its own; here every message goes straight in
+        MAILSTACK_SPAM_BAYES_MIN_LEARNS="2",
         **extra,
     )
 
@@ -95,7 +98,7 @@ def spam_server(cache: Path, **extra: str) -> Iterator[SpamServer]:
         server = None
         try:
             store.add_domain("example.com")
-            for user in ("alice", "bob", "carol"):
+            for user in ("alice", "bob", "carol", "dave", "erin", "frank"):
                 store.add_user(f"{user}@example.com", PASSWORD)
             ports = Ports()
             server = MailServer(root, spam_env(root, ports, cache, **extra))
@@ -220,6 +223,155 @@ def test_a_sender_cannot_file_its_mail_out_of_junk_with_its_own_header(
 
     wait_for_subject(world.server, world.ports.imap, "bob@example.com", "forged no", "Junk")
     assert fetch(world, "bob@example.com", "Junk", "forged no").get_all("X-Spam") == ["Yes"]
+
+
+# -- per-user training -----------------------------------------------------------------------
+
+#: Texts long enough for rspamd's Bayes (it learns nothing from fewer than 11 tokens).
+PHARMACY = (
+    "Buy cheap viagra pills online now, discount pharmacy offer number {n}, best price "
+    "guaranteed, fast discreet delivery worldwide, no prescription needed, click here today"
+)
+MEETING = (
+    "Hi, the quarterly report review meeting {n} moved to Thursday afternoon in room four; "
+    "please bring the budget figures and the draft slides for the planning session. Thanks"
+)
+
+
+def spam_stats(world: SpamServer, user: str) -> dict[str, object]:
+    """`mailstack spam stats USER --json`, as an administrator runs it on the server."""
+    result = subprocess.run(
+        [*MAILSTACK, "spam", "stats", user, "--json", "--root", str(world.server.root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found: dict[str, object] = json.loads(result.stdout)
+    return found
+
+
+def train(world: SpamServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MAILSTACK_ROOT": str(world.server.root)}
+    return subprocess.run(
+        [*MAILSTACK, "spam", "train", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
+
+
+def move(world: SpamServer, user: str, subject: str, source: str, target: str) -> None:
+    """Move one message as a mail client does (IMAP MOVE)."""
+    with imap_session(world.server, world.ports.imap, user, PASSWORD) as client:
+        client.select(f'"{source}"')
+        _, found = client.uid("SEARCH", None, "SUBJECT", f'"{subject}"')
+        uids = found[0].split()
+        assert len(uids) == 1, (subject, source, uids)
+        status, answer = client.uid("MOVE", uids[0].decode(), f'"{target}"')
+        assert status == "OK", answer
+
+
+def wait_stats(world: SpamServer, user: str, spam: int, ham: int) -> None:
+    def reached() -> bool:
+        found = spam_stats(world, user)
+        return (found["spam"], found["ham"]) == (spam, ham)
+
+    wait_for(
+        reached, 30, f"{user}'s statistics at spam {spam}, ham {ham}: {spam_stats(world, user)}"
+    )
+
+
+def test_moving_mail_into_and_out_of_junk_trains_only_that_user(world: SpamServer) -> None:
+    alice, bob = "alice@example.com", "bob@example.com"
+    for n, subject in enumerate(("train one", "train two", "train three")):
+        assert send(world, alice, subject, PHARMACY.format(n=n)) == (250, "")
+        wait_for_subject(world.server, world.ports.imap, alice, subject)
+    before = spam_stats(world, alice)
+    spam, ham = int(str(before["spam"])), int(str(before["ham"]))
+    bob_before = spam_stats(world, bob)
+    assert before["active"] is False  # nothing learned yet for alice
+
+    move(world, alice, "train one", "INBOX", "Junk")  # into Junk: spam, for alice
+    wait_stats(world, alice, spam + 1, ham)
+
+    move(world, alice, "train one", "Junk", "INBOX")  # back out: ham (rspamd unlearns the spam)
+    wait_stats(world, alice, spam, ham + 1)
+
+    move(world, alice, "train two", "INBOX", "Junk")
+    wait_stats(world, alice, spam + 1, ham + 1)
+    move(world, alice, "train two", "Junk", "Trash")  # deleting spam teaches nothing
+    # the learner works in order: once a later move is learned, the Trash move was handled
+    move(world, alice, "train three", "INBOX", "Junk")
+    wait_stats(world, alice, spam + 2, ham + 1)
+
+    assert spam_stats(world, bob) == bob_before  # nobody else's statistics changed
+
+
+@dataclass
+class Training:
+    user: str
+    first: subprocess.CompletedProcess[str]
+    second: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def trained(world: SpamServer) -> Training:
+    """dave's Inbox holds three meeting notes, his Junk three pharmacy offers he moved there
+    himself (learned as spam on the move); then the training pass runs twice."""
+    dave = "dave@example.com"
+    for n in range(3):
+        assert send(world, dave, f"meeting {n}", MEETING.format(n=n)) == (250, "")
+        assert send(world, dave, f"pharmacy {n}", PHARMACY.format(n=n)) == (250, "")
+    for n in range(3):
+        wait_for_subject(world.server, world.ports.imap, dave, f"meeting {n}")
+        wait_for_subject(world.server, world.ports.imap, dave, f"pharmacy {n}")
+        move(world, dave, f"pharmacy {n}", "INBOX", "Junk")
+    wait_stats(world, dave, 3, 0)
+    return Training(dave, train(world, "--user", dave), train(world, "--user", dave))
+
+
+def test_the_training_pass_learns_inbox_and_junk_once(world: SpamServer, trained: Training) -> None:
+    assert trained.first.returncode == 0, trained.first.stderr
+    [counts] = json.loads(trained.first.stdout)
+    assert counts["user"] == trained.user
+    # the Inbox is new to rspamd; the Junk was learned when it was moved there
+    assert (counts["ham_learned"], counts["spam_learned"], counts["spam_already"]) == (3, 0, 3)
+
+    assert trained.second.returncode == 0, trained.second.stderr
+    [again] = json.loads(trained.second.stdout)
+    assert (again["spam_learned"], again["ham_learned"]) == (0, 0), again
+    assert (again["spam_already"], again["ham_already"]) == (3, 3), again
+    assert spam_stats(world, trained.user) == {
+        "user": trained.user, "spam": 3, "ham": 3, "min_learns": 2, "active": True
+    }  # fmt: skip
+
+
+def test_each_recipient_is_classified_with_their_own_statistics(
+    world: SpamServer, trained: Training
+) -> None:
+    """One message to a trained and an untrained user: only the trained one's copy is junk."""
+    dave, erin = trained.user, "erin@example.com"
+    data = message(SENDER, dave, "pharmacy again", PHARMACY.format(n=7))
+    with remote_client(world) as client:
+        refused = client.sendmail(SENDER, [dave, erin], data)
+    assert refused == {}
+
+    wait_for_subject(world.server, world.ports.imap, dave, "pharmacy again", "Junk")
+    wait_for_subject(world.server, world.ports.imap, erin, "pharmacy again", "INBOX")
+    assert "pharmacy again" not in folder_subjects(world, dave, "INBOX")
+    assert "pharmacy again" not in folder_subjects(world, erin, "Junk")
+    # the MX did not call it spam: dave's own statistics did
+    assert fetch(world, erin, "INBOX", "pharmacy again")["X-Spam"] is None
+
+
+def test_training_a_user_who_does_not_exist_is_refused(world: SpamServer) -> None:
+    result = train(world, "--user", "nobody@example.com")
+    assert result.returncode == 1
+    assert "no user 'nobody@example.com'" in result.stderr
 
 
 # -- rspamd down ------------------------------------------------------------------------------

@@ -59,7 +59,9 @@ def test_every_location_is_under_the_root(spam: SpamPaths) -> None:
     assert spam.db == ROOT / "var/lib/mailstack/rspamd"  # the state volume: the regex cache
     assert spam.redis_data == ROOT / "var/lib/mailstack/redis"
     assert spam.milter_socket == ROOT / "run/mailstack/rspamd-milter/milter.sock"
-    assert spam.controller_socket.parent == spam.normal_socket.parent == spam.api_run
+    # the controller (any command) for mailstack only; the scanner for Dovecot's delivery
+    assert spam.controller_socket == ROOT / "run/mailstack/rspamd-api/controller.sock"
+    assert spam.normal_socket == ROOT / "run/mailstack/rspamd-scan/normal.sock"
     assert spam.redis_socket == ROOT / "run/mailstack/redis/redis.sock"
 
 
@@ -329,3 +331,21 @@ def test_redis_process(spam: SpamPaths) -> None:
     assert process.argv == redis_argv(spam)
     assert [(p.kind, p.target) for p in process.probes] == [("unix", str(spam.redis_socket))]
     assert not process.critical
+
+
+def test_bayes_is_per_user_at_delivery_and_off_at_the_mx(spam: SpamPaths) -> None:
+    """The MX's scan (settings id `mx`) skips the statistics; Dovecot's per-recipient scan
+    (`delivery`) runs only them; each user's statistics are their own; nothing autolearns."""
+    files = {
+        f.path.relative_to(spam.config).as_posix(): f.content
+        for f in render_rspamd(spam, RspamdOptions(bayes_min_learns=5))
+    }
+    assert 'settings_id = "mx";' in files["local.d/worker-proxy.inc"]
+    settings = files["local.d/settings.conf"]
+    assert 'id = "mx";\n  apply { groups_disabled = ["statistics"]; }' in settings
+    assert 'apply { symbols_enabled = ["BAYES_SPAM", "BAYES_HAM"]; }' in settings
+    bayes = files["local.d/classifier-bayes.conf"]
+    for line in ("per_user = true;", "min_learns = 5;", "autolearn = false;"):
+        assert line in bayes.splitlines()
+    with pytest.raises(ValueError, match="bayes_min_learns"):
+        RspamdOptions(bayes_min_learns=0)

@@ -425,3 +425,18 @@ def test_an_unknown_dns_list_is_named_with_the_known_ones() -> None:
 
 def test_spam_scores_are_not_checked_when_spam_filtering_is_off(server: ServerLoader) -> None:
     assert server(MAILSTACK_SPAM="off", MAILSTACK_SPAM_JUNK_SCORE="99").spam is False
+
+
+def test_spam_training_schedule_and_minimum(server: ServerLoader) -> None:
+    settings = server()
+    assert (settings.spam_train_at, settings.rspamd_options().bayes_min_learns) == ("03:30", 20)
+    assert server(MAILSTACK_SPAM_TRAIN_AT="").spam_train_at is None  # never
+    assert server(MAILSTACK_SPAM_TRAIN_AT="4:05").spam_train_at == "04:05"
+    assert server_problems(MAILSTACK_SPAM_TRAIN_AT="25:00") == [
+        Problem(
+            "MAILSTACK_SPAM_TRAIN_AT", "must be a time of day as HH:MM, e.g. 03:30 (got '25:00')"
+        )
+    ]
+    assert server_problems(MAILSTACK_SPAM_BAYES_MIN_LEARNS="0") == [
+        Problem("MAILSTACK_SPAM_BAYES_MIN_LEARNS", "must be 1 or more")
+    ]

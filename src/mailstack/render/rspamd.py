@@ -83,7 +83,8 @@ class SpamPaths:
     db: Path  # DBDIR, on the state volume: compiled regex cache, history, statistics
     run: Path  # RUNDIR: rspamd's control socket (root only)
     milter_run: Path  # the milter socket's folder, for Postfix only
-    api_run: Path  # the controller's and normal worker's sockets, for mailstack only
+    api_run: Path  # the controller's socket, for mailstack only
+    scan_run: Path  # the normal worker's socket, for Dovecot's delivery (per-user Bayes)
     redis_config: Path
     redis_data: Path  # on the state volume: Redis's snapshot (dump.rdb)
     redis_run: Path  # the Redis socket's folder, for rspamd only
@@ -98,7 +99,7 @@ class SpamPaths:
 
     @property
     def normal_socket(self) -> Path:
-        return self.api_run / "normal.sock"
+        return self.scan_run / "normal.sock"
 
     @property
     def control_socket(self) -> Path:
@@ -120,6 +121,7 @@ def spam_paths(paths: Paths) -> SpamPaths:
         run=paths.run / "rspamd",
         milter_run=paths.run / "rspamd-milter",
         api_run=paths.run / "rspamd-api",
+        scan_run=paths.run / "rspamd-scan",
         redis_config=paths.server_config / "redis.conf",
         redis_data=paths.state / "redis",
         redis_run=paths.run / "redis",
@@ -151,6 +153,8 @@ class RspamdOptions:
     #: rspamd spends 15-30 s compiling before the milter socket opens.
     cache_dir: Path | None = None
     log_level: str = "info"
+    #: Learned messages of each class a user needs before their Bayes says anything.
+    bayes_min_learns: int = 20
 
     def __post_init__(self) -> None:
         for name in ("reject", "add_header"):
@@ -172,6 +176,8 @@ class RspamdOptions:
             raise ValueError("dns_timeout: must be above 0")
         if self.dns_retransmits is not None and self.dns_retransmits < 0:
             raise ValueError("dns_retransmits: must be 0 or more")
+        if self.bayes_min_learns < 1:
+            raise ValueError("bayes_min_learns: must be 1 or more")
         if self.log_level not in ("error", "warning", "notice", "info", "debug"):
             raise ValueError("log_level: one of error, warning, notice, info, debug")
 
@@ -282,6 +288,35 @@ def _milter_headers() -> list[str]:
     ]
 
 
+#: Settings ids: the MX's scan (everything but the per-user statistics) and Dovecot's scan
+#: of each delivered copy (only that user's Bayes classifier).
+SMTP_SETTINGS = "mx"
+DELIVERY_SETTINGS = "delivery"
+
+
+def _settings() -> list[str]:
+    return [
+        f"{SMTP_SETTINGS} {{",
+        f'  id = "{SMTP_SETTINGS}";',
+        '  apply { groups_disabled = ["statistics"]; }',
+        "}",
+        f"{DELIVERY_SETTINGS} {{",
+        f'  id = "{DELIVERY_SETTINGS}";',
+        '  apply { symbols_enabled = ["BAYES_SPAM", "BAYES_HAM"]; }',
+        "}",
+    ]
+
+
+def _bayes(options: RspamdOptions) -> list[str]:
+    """Statistics per user: the `Deliver-To` of a check or learn request names the user
+    (a mailbox, after alias expansion); nothing is learned automatically."""
+    return [
+        "per_user = true;",
+        f"min_learns = {options.bayes_min_learns};",
+        "autolearn = false;",
+    ]
+
+
 def _actions(options: RspamdOptions) -> list[str]:
     greylist = "null" if options.greylist is None else _number(options.greylist)
     return [
@@ -323,8 +358,12 @@ def render_rspamd(spam: SpamPaths, options: RspamdOptions) -> list[RenderedFile]
             'upstream "local" {',
             "  default = true;",
             "  self_scan = true;",
+            # one verdict for every recipient: no Bayes here (it is per user, at delivery)
+            f'  settings_id = "{SMTP_SETTINGS}";',
             "}",
         ),
+        _file(spam, "local.d/settings.conf", *_settings()),
+        _file(spam, "local.d/classifier-bayes.conf", *_bayes(options)),
         *(_file(spam, f"override.d/{name}", f"bind_socket = {bind};") for name, bind in binds),
         # off in the stock files too; bound here to a socket so that no TCP port is ever taken
         _file(

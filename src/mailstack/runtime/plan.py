@@ -57,6 +57,17 @@ class PostfixPlan:
 
 
 @dataclass(frozen=True)
+class Job:
+    """A command the supervisor runs every day at `at` (HH:MM, local time), its output in
+    the log like a daemon's; a run still going at the next time is not started twice."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(repr=False)
+    at: str
+
+
+@dataclass(frozen=True)
 class Plan:
     profile: str
     processes: list[Process]  # in start order, all before Postfix
@@ -68,6 +79,7 @@ class Plan:
     syslog_path: str | None = None  # where daemons that only log to syslog send their lines
     metrics_listen: str | None = None
     secrets: list[str] = field(default_factory=list, repr=False)  # redacted from every line
+    jobs: list[Job] = field(default_factory=list)
 
 
 def dump(plan: Plan) -> bytes:
@@ -108,4 +120,5 @@ def load(raw: bytes) -> Plan:
         syslog_path=data["syslog_path"],
         metrics_listen=data["metrics_listen"],
         secrets=list(data["secrets"]),
+        jobs=[Job(j["name"], list(j["argv"]), dict(j["env"]), j["at"]) for j in data["jobs"]],
     )

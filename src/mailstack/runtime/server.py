@@ -18,7 +18,7 @@ import os
 import pwd
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mailstack.dkim.keys import (
@@ -28,7 +28,7 @@ from mailstack.dkim.keys import (
 )
 from mailstack.errors import ConfigError, ExitCode, Problem
 from mailstack.paths import Paths
-from mailstack.render.dovecot import render_dovecot, spam_sieve_path
+from mailstack.render.dovecot import global_sieve_scripts, render_dovecot
 from mailstack.render.opendkim import render_opendkim
 from mailstack.render.rspamd import SpamPaths
 from mailstack.render.server import (
@@ -39,7 +39,7 @@ from mailstack.render.server import (
 )
 from mailstack.runtime.files import ensure_dir, materialise
 from mailstack.runtime.orphans import stop_leftover
-from mailstack.runtime.plan import Plan, Probe, Process
+from mailstack.runtime.plan import Job, Plan, Probe, Process
 from mailstack.runtime.postfix import postfix_plan
 from mailstack.runtime.prepare import (
     check_timezone,
@@ -220,24 +220,30 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
 
 
 def _prepare_spam(settings: ServerSettings, paths: Paths) -> SpamPaths:
-    """rspamd's and Redis's folders and files, and the global Sieve script that files spam
-    into Junk, compiled now (the mail processes cannot write next to it)."""
+    """rspamd's and Redis's folders and files, the learning spool, and the global Sieve
+    scripts (spam into Junk, learning on moves), compiled now: the mail processes cannot
+    write next to them."""
     if settings.spam_test_patterns:
         log.warning(
             "MAILSTACK_SPAM_TEST_PATTERNS is on: anyone can get a message refused or filed as "
             "spam with a test string; turn it off outside tests"
         )
-    spam = prepare_spam(paths, settings.rspamd_options())
-    script = spam_sieve_path(paths)
-    result = subprocess.run(
-        ["sievec", "-c", str(paths.server_config / "dovecot.conf"), str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise ConfigError([Problem("MAILSTACK_SPAM", f"sievec {script}: {result.stderr.strip()}")])
+    mail_group = grp.getgrgid(_mail_gid(settings)).gr_name
+    spam = prepare_spam(paths, settings.rspamd_options(), mail_group=mail_group)
+    # Dovecot's learn program (the mail user) writes here, the worker reads and removes
+    for folder in (paths.spam_spool, paths.spam_spool / "tmp", paths.spam_spool / "new"):
+        ensure_dir(folder, 0o2770, settings.mail_user, WORKER_USER)
+    for script in global_sieve_scripts(paths):
+        result = subprocess.run(
+            ["sievec", "-c", str(paths.server_config / "dovecot.conf"), str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            problem = f"sievec {script}: {result.stderr.strip()}"
+            raise ConfigError([Problem("MAILSTACK_SPAM", problem)])
     return spam
 
 
@@ -286,6 +292,9 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
         for domain in settings.greylist_allow_domains:
             argv += ["--greylist-allow-domain", domain]
         probes.append(Probe("unix", str(paths.greylist_socket)))
+    if prepared.spam is not None:
+        argv += ["--spam-spool", str(paths.spam_spool)]
+        argv += ["--rspamd-controller", str(prepared.spam.controller_socket)]
     managesieve = settings.listen_managesieve
     if managesieve is not None:
         cert, key = tls_files(settings, paths)
@@ -328,15 +337,25 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
     password = settings.relayhost_password
     secrets = [password.get_secret_value()] if password else []
     ready_on = settings.listen_submission or settings.listen_smtp
-    return assemble_plan(
+    plan = assemble_plan(
         "server", settings, processes, postfix, ready_on=ready_on, syslog=syslog, secrets=secrets
     )
+    if prepared.spam is not None and settings.spam_train_at is not None:
+        plan = replace(plan, jobs=[spam_training_job(settings, paths, prepared)])
+    return plan
+
+
+def spam_training_job(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Job:
+    """The nightly pass: every user's Inbox as ham, Junk as spam (`mailstack spam train`)."""
+    env = base_environment(settings, paths)
+    env[DATABASE_ENV] = prepared.database
+    argv = [sys.executable, "-m", "mailstack", "spam", "train", "--root", str(paths.root)]
+    return Job("spam-training", argv, env, at=str(settings.spam_train_at))
 
 
 def mail_folder(paths: Paths, address: str) -> Path:
     """Where a user's Maildir lives (mail_home in dovecot.conf)."""
-    local, _, domain = address.partition("@")
-    return paths.mailboxes / domain / local / "Maildir"
+    return paths.maildir(address)
 
 
 async def server_problems(settings: ServerSettings, paths: Paths) -> list[str]:

@@ -8,8 +8,10 @@ history are missing.
 
 Who may reach which socket (folder owner:group, mode 0750; the sockets themselves 0666):
 - `rspamd-milter/milter.sock` (_rspamd:postfix): Postfix's smtpd;
-- `rspamd-api/controller.sock`, `normal.sock` (_rspamd:mailstack): mailstack's worker, for
-  learning and statistics (the controller takes any command from a Unix-socket client);
+- `rspamd-api/controller.sock` (_rspamd:mailstack): mailstack's worker, for learning (the
+  controller takes any command from a Unix-socket client);
+- `rspamd-scan/normal.sock` (_rspamd:<mail group>): Dovecot's delivery, asking each
+  recipient's own Bayes classifier;
 - `rspamd/control.sock` (_rspamd:_rspamd, socket 0600 root): `rspamadm control`;
 - `redis/redis.sock` (redis:_rspamd): rspamd's workers.
 """
@@ -56,6 +58,7 @@ def prepare_spam(
     paths: Paths,
     options: RspamdOptions | None = None,
     redis: RedisOptions | None = None,
+    mail_group: str = "vmail",
 ) -> SpamPaths:
     """Stop what an earlier run left, make the folders with their owners, write the
     configuration of rspamd and Redis. Returns where everything is."""
@@ -72,6 +75,7 @@ def prepare_spam(
     ensure_dir(spam.run, 0o750, RSPAMD_USER, RSPAMD_USER)
     ensure_dir(spam.milter_run, 0o750, RSPAMD_USER, POSTFIX_GROUP)
     ensure_dir(spam.api_run, 0o750, RSPAMD_USER, WORKER_USER)
+    ensure_dir(spam.scan_run, 0o750, RSPAMD_USER, mail_group)
     ensure_dir(spam.redis_data, 0o750, REDIS_USER, REDIS_USER)
     ensure_dir(spam.redis_run, 0o750, REDIS_USER, RSPAMD_USER)
     materialise(render_rspamd(spam, options))

@@ -25,7 +25,7 @@ from mailstack.runtime.logparse import (
     parse_dovecot_line,
     parse_worker_line,
 )
-from mailstack.runtime.plan import Plan, Process
+from mailstack.runtime.plan import Job, Plan, Process
 from mailstack.runtime.postfix import Postfix
 from mailstack.runtime.probes import probe_passes
 from mailstack.runtime.syslog import SyslogReceiver
@@ -83,6 +83,21 @@ def daemon_for(process: Process) -> Daemon:
     )
 
 
+async def _never() -> bool:
+    return False
+
+
+def seconds_until(at: str, now: float) -> float:
+    """Seconds from `now` to the next HH:MM local time (tomorrow's when it has passed)."""
+    hour, minute = (int(part) for part in at.split(":"))
+    today = time.localtime(now)
+    target = time.mktime((*today[:3], hour, minute, 0, 0, 0, -1))
+    if target <= now:
+        tomorrow = time.localtime(now + 86400)
+        target = time.mktime((*tomorrow[:3], hour, minute, 0, 0, 0, -1))
+    return target - now
+
+
 class Supervisor:
     """Runs one plan: starts its processes in order, restarts them, stops them."""
 
@@ -103,12 +118,17 @@ class Supervisor:
         # leave the daemons behind as Python's default action would
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(signum, self._request_stop, signum)
+        jobs: list[asyncio.Task[None]] = []
         try:
             await self._start_all()
             log.info("%s", self.plan.ready_message)
+            jobs = [asyncio.create_task(self._schedule(job)) for job in self.plan.jobs]
             await self._watch()
             return ExitCode.OK
         finally:
+            for task in jobs:
+                task.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
             await self._stop_all()
 
     def _request_stop(self, signum: int) -> None:
@@ -217,6 +237,21 @@ class Supervisor:
                 log.error("%s did not come back: %s", daemon.name, exc.reason)
                 await daemon.stop()
                 returncode = daemon.process.returncode if daemon.process else None
+
+    async def _schedule(self, job: Job) -> None:
+        """Run `job` every day at its time until the supervisor stops."""
+        runner = Daemon(job.name, job.argv, job.env, lambda line: LogRecord(job.name, line), _never)
+        try:
+            while True:
+                await asyncio.sleep(seconds_until(job.at, time.time()))
+                log.info("running %s", job.name)
+                await runner.start()
+                code = await runner.wait_exit()
+                await runner.drain_output()
+                level = logging.INFO if code == 0 else logging.ERROR
+                log.log(level, "%s ended (code %s)", job.name, code)
+        finally:
+            await runner.stop()
 
     async def _stop_all(self) -> None:
         for daemon in reversed(self.daemons):

@@ -69,6 +69,8 @@ OptionalItems = Annotated[
 ]
 #: A number that an empty variable switches off (None).
 OptionalNumber = Annotated[float | None, EmptyDisables(), parsed(values.parse_optional_number)]
+#: HH:MM (24 hours), or None when set but empty.
+DailyTime = Annotated[str | None, EmptyDisables(), parsed(values.parse_daily_time)]
 SpamFailure = Annotated[Literal["defer", "accept"], parsed(lambda raw: raw.strip().lower())]
 
 Listen = Annotated[HostPort, parsed(values.parse_listen)]

@@ -21,6 +21,7 @@ from mailstack.settings.fields import (
     AllowedDomains,
     AllowedNetworks,
     Count,
+    DailyTime,
     Flag,
     Listener,
     Number,
@@ -96,6 +97,9 @@ class ServerSettings(ProfileSettings):
     spam_failure: SpamFailure = Field("defer", alias="MAILSTACK_SPAM_FAILURE")
     spam_test_patterns: Flag = Field(False, alias="MAILSTACK_SPAM_TEST_PATTERNS")
     spam_cache_dir: OptionalPath = Field(None, alias="MAILSTACK_SPAM_CACHE_DIR")
+    spam_bayes_min_learns: Count = Field(20, alias="MAILSTACK_SPAM_BAYES_MIN_LEARNS")
+    #: the nightly training pass, HH:MM local time; None (empty): never
+    spam_train_at: DailyTime = Field("03:30", alias="MAILSTACK_SPAM_TRAIN_AT")
 
     @field_validator("mail_user")
     @classmethod
@@ -144,6 +148,7 @@ class ServerSettings(ProfileSettings):
             host_checks=self.spam_host_checks,
             nameservers=self.spam_nameservers or (),
             cache_dir=self.spam_cache_dir,
+            bayes_min_learns=self.spam_bayes_min_learns,
         )
 
     def _spam_scores(self) -> Iterator[Problem]:
@@ -186,6 +191,7 @@ _SPAM_OPTION_FIELDS = {
     "add_header": "spam_junk_score",
     "greylist": "spam_greylist_score",
     "dns_lists": "spam_rbl",
+    "bayes_min_learns": "spam_bayes_min_learns",
 }
 
 #: Listener name -> (environment variable, default address). An empty variable disables it.

@@ -52,6 +52,17 @@ def parse_optional_number(raw: str) -> float | None:
     return number
 
 
+def parse_daily_time(raw: str) -> str | None:
+    """A time of day as HH:MM (24 hours); None for an empty value."""
+    text = raw.strip()
+    if not text:
+        return None
+    found = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", text)
+    if found is None:
+        raise ValueError(f"must be a time of day as HH:MM, e.g. 03:30 (got {text!r})")
+    return f"{int(found.group(1)):02d}:{found.group(2)}"
+
+
 def parse_domain_list(raw: str) -> tuple[str, ...]:
     """Whitespace-separated domains (commas are accepted too, and stripped)."""
     return tuple(dict.fromkeys(parse_domain(item) for item in split_items(raw)))

@@ -34,6 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--greylist-autoallow", type=int, default=5, help="retries, 0: never")
     parser.add_argument("--greylist-allow-network", action="append", default=[], help="repeat")
     parser.add_argument("--greylist-allow-domain", action="append", default=[], help="repeat")
+    parser.add_argument("--spam-spool", type=Path, help="messages users moved, to learn: DIR")
+    parser.add_argument("--rspamd-controller", type=Path, help="rspamd's controller socket")
     parser.add_argument("--managesieve", help="ManageSieve listener, address:port")
     parser.add_argument("--cert", type=Path, help="TLS certificate (PEM) of the TLS listeners")
     parser.add_argument("--key", type=Path, help="TLS private key (PEM)")
@@ -96,6 +98,12 @@ async def serve(args: argparse.Namespace) -> None:
             raise ValueError("--managesieve needs --cert and --key")
         context = server_tls_context(args.cert, args.key)
         services.append(ManageSieve(engine, parse_listen(args.managesieve), context))
+    if args.spam_spool:
+        if args.rspamd_controller is None:
+            raise ValueError("--spam-spool needs --rspamd-controller")
+        from mailstack.spam.learner import SpamLearner
+
+        services.append(SpamLearner(args.spam_spool, args.rspamd_controller))
     if not services:
         raise ValueError("no service to run: give --socketmap, --dict, --managesieve or --xoauth2")
 

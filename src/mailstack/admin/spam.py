@@ -1,0 +1,115 @@
+"""`mailstack spam train|stats`: per-user spam training and what each user's statistics hold.
+
+Run on the server (as root, like the supervisor's nightly job): they read the Maildirs and
+talk to rspamd's controller and Redis over their Unix sockets under MAILSTACK_ROOT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailstack.admin.common import AdminError, AsJson, Database, group, open_store, reporting, show
+from mailstack.errors import ExitCode
+from mailstack.paths import Paths
+
+app = group("Per-user spam training (rspamd's Bayes statistics, one set per user).")
+
+Root = Annotated[
+    Path,
+    typer.Option(
+        "--root",
+        envvar="MAILSTACK_ROOT",
+        metavar="DIR",
+        help="MAILSTACK_ROOT of the running server (its Maildirs and rspamd's sockets).",
+    ),
+]
+
+
+def _users(database: str | None, user: str | None) -> list[str]:
+    with open_store(database) as store:
+        known = [info.address for info in store.list_users()]
+    if user is None:
+        return known
+    wanted = user.strip().lower()
+    if wanted not in known:
+        raise AdminError(f"no user {user!r}")
+    return [wanted]
+
+
+@app.command()
+def train(
+    user: Annotated[
+        str | None,
+        typer.Option("--user", metavar="ADDRESS", show_default=False, help="Only this user."),
+    ] = None,
+    as_json: AsJson = False,
+    database: Database = None,
+    root: Root = Path("/"),
+) -> None:
+    """Learn each user's Inbox as ham and Junk as spam, for that user only.
+
+    Each message is learned once (rspamd remembers it): a second run learns nothing new.
+    The server runs this every night (MAILSTACK_SPAM_TRAIN_AT)."""
+    from mailstack.spam.controller import ControllerUnavailable
+    from mailstack.spam.training import train_user
+
+    paths = Paths(root)
+    controller = spam_controller(paths)
+    with reporting():
+        users = _users(database, user)
+        results = []
+        try:
+            for address in users:
+                maildir = paths.maildir(address)
+                results.append(asyncio.run(train_user(controller, address, maildir)).as_dict())
+        except ControllerUnavailable as exc:
+            raise AdminError(f"rspamd cannot learn now: {exc}", ExitCode.TEMPFAIL) from None
+    keys = ["spam_learned", "spam_already", "ham_learned", "ham_already", "skipped"]
+    show(
+        as_json,
+        results,
+        ["USER", *(key.upper() for key in keys)],
+        [[str(r["user"]), *(str(r[key]) for key in keys)] for r in results],
+        "no users",
+    )
+
+
+@app.command()
+def stats(
+    user: Annotated[
+        str, typer.Argument(metavar="ADDRESS", help="The user, e.g. alice@example.com.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+    root: Root = Path("/"),
+) -> None:
+    """How many messages USER's statistics learned as spam and ham, and whether their Bayes
+    classifier is active (rspamd needs min_learns of each class first)."""
+    from mailstack.render.rspamd import spam_paths
+    from mailstack.spam.statistics import StatisticsUnavailable, min_learns, user_statistics
+
+    spam = spam_paths(Paths(root))
+    with reporting():
+        try:
+            minimum = min_learns(spam.config / "local.d" / "classifier-bayes.conf")
+        except (OSError, ValueError) as exc:
+            raise AdminError(f"spam filtering is not set up under {root}: {exc}") from None
+        try:
+            found = user_statistics(spam.redis_socket, user, minimum)
+        except StatisticsUnavailable as exc:
+            raise AdminError(f"cannot read statistics: {exc}", ExitCode.TEMPFAIL) from None
+    if as_json:
+        typer.echo(json.dumps(found.as_dict()))
+        return
+    state = "active" if found.active else f"inactive (needs {found.min_learns} of each)"
+    typer.echo(f"{found.user}: spam {found.spam}, ham {found.ham}; classifier {state}")
+
+
+def spam_controller(paths: Paths) -> Path:
+    from mailstack.render.rspamd import spam_paths
+
+    return spam_paths(paths).controller_socket
