@@ -24,13 +24,13 @@ import time
 from pathlib import Path
 
 from bench.relay_bench import descendants, free_port, wait
-from bench.server_bench import USERS, launch_server, maildir_count, pss_by_program
+from bench.server_bench import SPAM_OFFLINE, USERS, launch_server, maildir_count, pss_by_program
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def start_server(root: Path, smtp: int) -> subprocess.Popen[bytes]:
-    proc = launch_server(root, smtp)
+    proc = launch_server(root, smtp, **SPAM_OFFLINE)
     log = root / "mailstack.log"
     wait(lambda: "ready: accepting mail" in log.read_text(errors="replace"), 120, "ready")
     return proc

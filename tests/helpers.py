@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -250,3 +251,40 @@ def smtp_outcome(client: smtplib.SMTP, sender: str, recipient: str, data: bytes)
         code, text = exc.recipients[recipient]
         return code, text.decode(errors="replace")
     return 250, ""
+
+
+@contextlib.contextmanager
+def nxdomain_resolver() -> Iterator[str]:
+    """A DNS server on a loopback port that answers every question at once with NXDOMAIN:
+    daemons that look names up (rspamd's SPF, DKIM and DMARC checks) get a quick, definite
+    answer on a machine without DNS. Yields `127.0.0.1:PORT`; stopped when the block ends."""
+    import dns.exception
+    import dns.message
+    import dns.rcode
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stopping = threading.Event()
+
+    def answer() -> None:
+        while not stopping.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with contextlib.suppress(dns.exception.DNSException):  # not DNS: no answer
+                reply = dns.message.make_response(dns.message.from_wire(data))
+                reply.set_rcode(dns.rcode.NXDOMAIN)
+                sock.sendto(reply.to_wire(), peer)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        stopping.set()
+        thread.join(5)
+        sock.close()

@@ -58,6 +58,13 @@ def test_userdb_fields_and_listing(mail: MailStore, dovecot) -> None:
     missing = dovecot.doveadm("user", "nobody@example.com")
     assert "doesn't exist" in missing.stdout
 
+    # a user's own spam settings reach Dovecot's global Sieve step as plugin settings
+    assert "sieve_env_spam_threshold" not in fields
+    mail.set_spam("alice@example.com", threshold=4, enabled=False)
+    found = dovecot.doveadm("user", "alice@example.com")
+    fields = dict(line.split("\t", 1) for line in found.stdout.splitlines() if "\t" in line)
+    assert (fields["sieve_env_spam_threshold"], fields["sieve_env_spam_filter"]) == ("4", "off")
+
     listing = dovecot.doveadm("user", "*")
     assert listing.stdout.split() == ["alice@example.com", "bob@example.com"]
 

@@ -6,7 +6,7 @@ from datetime import UTC
 
 import pytest
 
-from mailstack.store import Conflict, InvalidInput, MailStore, NotFound
+from mailstack.store import Conflict, InvalidInput, MailStore, NotFound, SpamSettings
 from mailstack.store.passwords import verify_password
 
 PASSWORD = "correct horse battery"
@@ -209,3 +209,16 @@ def test_removing_a_user_removes_their_scripts(populated: MailStore) -> None:
     populated.remove_user("alice@example.com")
     populated.add_user("alice@example.com", PASSWORD)
     assert populated.list_scripts("alice@example.com") == []
+
+
+def test_spam_settings_per_user(populated: MailStore) -> None:
+    """A user's own junk threshold and filter switch; what is not given stays as it is."""
+    address = populated.list_users()[0].address
+    assert populated.spam_settings(address) == SpamSettings(address, None, True)
+    assert populated.set_spam(address, threshold=4) == SpamSettings(address, 4, True)
+    assert populated.set_spam(address, enabled=False) == SpamSettings(address, 4, False)
+    assert populated.set_spam(address, threshold=None) == SpamSettings(address, None, False)
+    with pytest.raises(InvalidInput, match="must be 0 to 1000"):
+        populated.set_spam(address, threshold=-3)
+    with pytest.raises(NotFound):
+        populated.set_spam("nobody@example.com", enabled=True)

@@ -109,6 +109,53 @@ def stats(
     typer.echo(f"{found.user}: spam {found.spam}, ham {found.ham}; classifier {state}")
 
 
+@app.command("set")
+def set_spam(
+    user: Annotated[
+        str, typer.Argument(metavar="ADDRESS", help="The user, e.g. alice@example.com.")
+    ],
+    threshold: Annotated[
+        int | None,
+        typer.Option(
+            "--threshold",
+            metavar="N",
+            show_default=False,
+            help="File mail into Junk from this rspamd score on (a whole number), instead of "
+            "MAILSTACK_SPAM_JUNK_SCORE.",
+        ),
+    ] = None,
+    server_threshold: Annotated[
+        bool, typer.Option("--server-threshold", help="Use MAILSTACK_SPAM_JUNK_SCORE again.")
+    ] = False,
+    off: Annotated[
+        bool, typer.Option("--off", help="Deliver spam to the Inbox (nothing goes to Junk).")
+    ] = False,
+    on: Annotated[bool, typer.Option("--on", help="File spam into Junk again.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object.")] = False,
+    database: Database = None,
+) -> None:
+    """Set USER's own spam filing; applies to the next message delivered, no restart.
+
+    Mail the MX refuses (MAILSTACK_SPAM_REJECT_SCORE) is refused for everyone."""
+    from mailstack.store import UNCHANGED
+
+    if off and on:
+        raise typer.BadParameter("give --off or --on, not both")
+    if threshold is not None and server_threshold:
+        raise typer.BadParameter("give --threshold or --server-threshold, not both")
+    chosen = None if server_threshold else (UNCHANGED if threshold is None else threshold)
+    with open_store(database) as store:
+        found = store.set_spam(user, threshold=chosen, enabled=(not off) if off or on else None)
+    record = {"user": found.address, "threshold": found.threshold, "filter": found.filter}
+    if as_json:
+        typer.echo(json.dumps(record))
+        return
+    limit = "the server's" if found.threshold is None else str(found.threshold)
+    typer.echo(
+        f"{found.address}: spam into Junk {'on' if found.filter else 'off'}, threshold {limit}"
+    )
+
+
 def spam_controller(paths: Paths) -> Path:
     from mailstack.render.rspamd import spam_paths
 

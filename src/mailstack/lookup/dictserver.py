@@ -60,10 +60,21 @@ def dict_unescape(value: str) -> str:
     return "".join(out)
 
 
-def userdb_fields(address: str, quota_bytes: int | None) -> dict[str, str]:
+def userdb_fields(
+    address: str,
+    quota_bytes: int | None,
+    spam_threshold: int | None = None,
+    spam_filter: bool = True,
+) -> dict[str, str]:
+    """The user's fields for Dovecot. The spam ones override plugin settings the global
+    Sieve step reads (`vnd.dovecot.config.spam_threshold`, `...spam_filter`)."""
     fields = {"user": address}
     if quota_bytes:
         fields["quota_rule"] = f"*:storage={quota_bytes}B"
+    if spam_threshold is not None:
+        fields["sieve_env_spam_threshold"] = str(spam_threshold)
+    if not spam_filter:
+        fields["sieve_env_spam_filter"] = "off"
     return fields
 
 
@@ -91,7 +102,11 @@ def lookup(resolver: Resolver, key: str, user: str) -> str | None:
         account = resolver.account(address) if address else None
         if account is None:
             return None
-        return json.dumps(userdb_fields(account.address, account.quota_bytes))
+        return json.dumps(
+            userdb_fields(
+                account.address, account.quota_bytes, account.spam_threshold, account.spam_filter
+            )
+        )
     owner = try_address(user) if user else None
     if owner is None:
         return None

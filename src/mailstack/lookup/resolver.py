@@ -88,7 +88,12 @@ _CATCH_ALL = (
     .order_by(_targets.c.id)
 )
 _USER = select(
-    _users.c.address, _users.c.password_hash, _users.c.quota_bytes, _users.c.enabled
+    _users.c.address,
+    _users.c.password_hash,
+    _users.c.quota_bytes,
+    _users.c.enabled,
+    _users.c.spam_threshold,
+    _users.c.spam_filter,
 ).where(_users.c.address == bindparam("address"))
 _ALL_USERS = select(_users.c.address, _users.c.quota_bytes).order_by(_users.c.address)
 _script_owner = _scripts.join(_users, _scripts.c.user_id == _users.c.id)
@@ -146,6 +151,8 @@ class Account:
     password_hash: str
     quota_bytes: int | None
     enabled: bool
+    spam_threshold: int | None = None
+    spam_filter: bool = True
 
 
 class Resolver:
@@ -304,8 +311,8 @@ class Resolver:
         rows = self._rows(_USER, address=address)
         if not rows:
             return None
-        address, password_hash, quota, enabled = rows[0]
-        return Account(address, password_hash, quota, bool(enabled))
+        address, password_hash, quota, enabled, threshold, spam_filter = rows[0]
+        return Account(address, password_hash, quota, bool(enabled), threshold, bool(spam_filter))
 
     def accounts(self) -> list[tuple[str, int | None]]:
         return [(row[0], row[1]) for row in self._rows(_ALL_USERS)]

@@ -128,20 +128,44 @@ plugin {{
 """
 
 
-#: Runs before each user's own script (sieve_before): mail rspamd marked as spam at the MX,
-#: or that this recipient's own Bayes statistics find spam (90 % or more), goes to Junk and
-#: the user's rules are not run on it. Without an answer from rspamd the mail goes on.
-SPAM_SIEVE = r"""require ["fileinto", "mailbox", "variables", "envelope", "regex",
-         "vnd.dovecot.execute"];
-if header :is "X-Spam" "Yes" {
-  fileinto :create "Junk";
-  stop;
-}
-if envelope :matches "to" "*" {
-  set "recipient" "${1}";
-}
-if execute :pipe :output "bayes" "mailstack-bayes" ["${recipient}"] {
-  if string :regex "${bayes}" "BAYES_SPAM \\([0-9.]+\\)\\[(9[0-9]|100)\\." {
+#: Runs before each user's own script (sieve_before). Mail goes to Junk, and the user's
+#: rules are not run on it, when rspamd's score at the MX reached the user's own threshold
+#: (`mailstack spam set`; whole numbers) or, without one, rspamd marked it as spam
+#: (`X-Spam: Yes`, MAILSTACK_SPAM_JUNK_SCORE), or when this recipient's own Bayes statistics
+#: are 90 % or more sure it is spam. A user with the filter off gets everything in the Inbox.
+#: Without an answer from rspamd at delivery the mail goes on.
+SPAM_SIEVE = r"""require ["fileinto", "mailbox", "variables", "envelope", "regex", "relational",
+         "comparator-i;ascii-numeric", "vnd.dovecot.environment", "vnd.dovecot.execute"];
+if not environment :is "vnd.dovecot.config.spam_filter" "off" {
+  set "threshold" "";
+  if environment :matches "vnd.dovecot.config.spam_threshold" "*" {
+    set "threshold" "${1}";
+  }
+  set "score" "";
+  if header :matches "X-Spam-Status" "*score=*" {
+    set "score" "${2}";
+  }
+  set "junk" "";
+  if anyof (string :is "${threshold}" "", string :is "${score}" "") {
+    if header :is "X-Spam" "Yes" {
+      set "junk" "yes";
+    }
+  } elsif not string :matches "${score}" "-*" {
+    if string :value "ge" :comparator "i;ascii-numeric" "${score}" "${threshold}" {
+      set "junk" "yes";
+    }
+  }
+  if string :is "${junk}" "" {
+    if envelope :matches "to" "*" {
+      set "recipient" "${1}";
+    }
+    if execute :pipe :output "bayes" "mailstack-bayes" ["${recipient}"] {
+      if string :regex "${bayes}" "BAYES_SPAM \\([0-9.]+\\)\\[(9[0-9]|100)\\." {
+        set "junk" "yes";
+      }
+    }
+  }
+  if string :is "${junk}" "yes" {
     fileinto :create "Junk";
     stop;
   }
@@ -201,7 +225,7 @@ def _spam_plugin(paths: Paths) -> str:
     return f"""  sieve_before = {folder / "spam.sieve"}
   sieve_plugins = sieve_imapsieve sieve_extprograms
   # programs only for the global scripts above, never for users' own scripts
-  sieve_global_extensions = +vnd.dovecot.pipe +vnd.dovecot.execute
+  sieve_global_extensions = +vnd.dovecot.pipe +vnd.dovecot.execute +vnd.dovecot.environment
   sieve_pipe_bin_dir = {folder / "bin"}
   sieve_execute_bin_dir = {folder / "bin"}
   imapsieve_mailbox1_name = Junk

@@ -8,16 +8,19 @@ need the store should not import it.
 from mailstack.store.engine import create_engine_for, database_url, migrate, open_engine
 from mailstack.store.errors import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
 from mailstack.store.service import (
+    UNCHANGED,
     AliasDomainInfo,
     AliasInfo,
     DomainInfo,
     MailStore,
     ScriptInfo,
+    SpamSettings,
     UserInfo,
     parse_quota,
 )
 
 __all__ = [
+    "UNCHANGED",
     "AliasDomainInfo",
     "AliasInfo",
     "Conflict",
@@ -26,6 +29,7 @@ __all__ = [
     "MailStore",
     "NotFound",
     "ScriptInfo",
+    "SpamSettings",
     "StoreError",
     "StoreUnavailable",
     "UserInfo",

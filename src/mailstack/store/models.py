@@ -103,6 +103,10 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(Text)
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    #: from this rspamd score on, mail goes to this user's Junk; None: the server's
+    spam_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: False: spam is delivered to the Inbox like any mail (what the MX refuses stays refused)
+    spam_filter: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -53,6 +53,24 @@ class AliasDomainInfo:
 
 
 @dataclass(frozen=True)
+class SpamSettings:
+    """A user's spam filing: their own threshold (None: the server's) and on or off."""
+
+    address: str
+    threshold: int | None
+    filter: bool
+
+
+class Unchanged:
+    """A keyword not given: keep the stored value (None is a value: "the default")."""
+
+
+UNCHANGED = Unchanged()
+#: rspamd's scores for real mail stay well below this
+MAX_SPAM_THRESHOLD = 1000
+
+
+@dataclass(frozen=True)
 class UserInfo:
     """A mailbox as shown to administrators: never includes the password hash."""
 
@@ -358,6 +376,32 @@ class MailStore:
 
     def enable_user(self, address: str) -> None:
         self._set_enabled(address, True)
+
+    def set_spam(
+        self,
+        address: str,
+        *,
+        threshold: int | Unchanged | None = UNCHANGED,
+        enabled: bool | None = None,
+    ) -> SpamSettings:
+        """The user's own junk threshold (None: the server's) and whether spam goes to
+        their Junk folder; what is not given stays as it is."""
+        canonical = names.normalise_address(address)
+        if isinstance(threshold, int) and not 0 <= threshold <= MAX_SPAM_THRESHOLD:
+            raise InvalidInput("threshold", f"must be 0 to {MAX_SPAM_THRESHOLD} (got {threshold})")
+        with self._transaction() as session:
+            user = self._user(session, canonical)
+            if not isinstance(threshold, Unchanged):
+                user.spam_threshold = threshold
+            if enabled is not None:
+                user.spam_filter = enabled
+            return SpamSettings(user.address, user.spam_threshold, user.spam_filter)
+
+    def spam_settings(self, address: str) -> SpamSettings:
+        canonical = names.normalise_address(address)
+        with self._transaction() as session:
+            user = self._user(session, canonical)
+            return SpamSettings(user.address, user.spam_threshold, user.spam_filter)
 
     def remove_user(self, address: str) -> None:
         """Delete the login and its sieve scripts. The mail on disk is left to the admin."""
