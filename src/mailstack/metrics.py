@@ -83,6 +83,34 @@ EVENT_METRICS = {
     ),
 }
 
+#: Labelled families of the server's events: name, HELP, label, {event: label value}.
+LABELLED_EVENTS = (
+    (
+        "mailstack_spam_verdicts",
+        "rspamd's verdicts on mail at the MX, by action: clean, junk (marked, filed into "
+        "Junk), rejected (refused at DATA), deferred (soft reject or greylist).",
+        "action",
+        {
+            "spam_clean": "clean",
+            "spam_junk": "junk",
+            "spam_rejected": "rejected",
+            "spam_deferred": "deferred",
+        },
+    ),
+    (
+        "mailstack_greylist_decisions",
+        "Greylisting decisions on the MX: deferred (first attempt) or passed (a retry).",
+        "result",
+        {"greylist_deferred": "deferred", "greylist_passed": "passed"},
+    ),
+    (
+        "mailstack_spam_learned",
+        "Messages the spam learner taught a user's statistics (moves into or out of Junk).",
+        "class",
+        {"learned_spam": "spam", "learned_ham": "ham"},
+    ),
+)
+
 
 class MailCounter:
     """Counts mail events from parsed daemon log lines; `observe` is the log pipeline's hook."""
@@ -145,6 +173,12 @@ class RelayCollector(Collector):
         counts = dict(self.counter.counts)  # one consistent copy: the loop keeps counting
         for event, (name, documentation) in EVENT_METRICS.items():
             yield CounterMetricFamily(name, documentation, value=counts[event])
+        if self.profile == "server":
+            for name, documentation, label, events in LABELLED_EVENTS:
+                family = CounterMetricFamily(name, documentation, labels=[label])
+                for event, value in events.items():
+                    family.add_metric([value], counts[event])
+                yield family
         queues = GaugeMetricFamily(
             "mailstack_queue_messages",
             "Messages in each Postfix queue folder, counted when scraped.",

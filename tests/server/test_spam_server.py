@@ -15,6 +15,7 @@ import os
 import signal
 import smtplib
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email import message_from_bytes
@@ -32,6 +33,7 @@ from mailserver import (
     subjects,
     wait_for_subject,
 )
+from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import MAILSTACK, nxdomain_resolver, private_root, smtp_outcome, wait_for
 
 from mailstack.paths import Paths
@@ -73,6 +75,7 @@ def spam_env(root: Path, ports: Ports, cache: Path, resolver: str, **extra: str)
         POSTFIX_local_header_rewrite_clients="check_address_map inline:{192.0.2.1=OK}",
         MAILSTACK_GREYLIST="off",  # tested on its own; here every message goes straight in
         MAILSTACK_SPAM_BAYES_MIN_LEARNS="2",
+        MAILSTACK_METRICS_LISTEN=f"127.0.0.1:{ports.metrics}",
         **extra,
     )
 
@@ -461,6 +464,34 @@ def test_training_a_user_who_does_not_exist_is_refused(world: SpamServer) -> Non
     result = train(world, "--user", "nobody@example.com")
     assert result.returncode == 1
     assert "no user 'nobody@example.com'" in result.stderr
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+def spam_verdicts(world: SpamServer) -> dict[str, float]:
+    url = f"http://127.0.0.1:{world.ports.metrics}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    for family in text_string_to_metric_families(text):
+        if family.name == "mailstack_spam_verdicts":
+            return {
+                s.labels["action"]: s.value for s in family.samples if s.name.endswith("_total")
+            }
+    raise AssertionError("no mailstack_spam_verdicts in /metrics")
+
+
+def test_verdicts_are_counted_in_the_metrics(world: SpamServer) -> None:
+    before = spam_verdicts(world)
+    assert send(world, "henry@example.com", "count me", f"x\r\n{REJECT_PATTERN}")[0] == 554
+    assert send(world, "henry@example.com", "count me too") == (250, "")
+    wait_for_subject(world.server, world.ports.imap, "henry@example.com", "count me too")
+
+    def counted() -> bool:
+        now = spam_verdicts(world)
+        return now["rejected"] >= before["rejected"] + 1 and now["clean"] >= before["clean"] + 1
+
+    wait_for(counted, 30, f"verdicts counted: {before} -> {spam_verdicts(world)}")
 
 
 # -- rspamd down ------------------------------------------------------------------------------

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from mailstack.runtime.logparse import LogRecord, parse_postfix_line, parse_syslog_datagram
+from mailstack.runtime.logparse import (
+    LogRecord,
+    mail_event,
+    parse_postfix_line,
+    parse_syslog_datagram,
+)
 
 LEVELS = {"debug", "info", "warning", "error", "critical"}
 
@@ -226,3 +231,54 @@ def test_worker_lines_keep_their_level() -> None:
         "mailstack.worker: serving lookup"
     )
     assert parse_worker_line("Traceback (most recent call last):").level == "info"
+
+
+# -- the server's spam and greylisting events ---------------------------------------------------
+
+RSPAMD_MX_LINE = (
+    "#11260(rspamd_proxy) <ed1cf2>; proxy; rspamd_task_write_log: id: <x@mx.example.com>, "
+    "qid: <15451EA20C4>, ip: 203.0.113.25, from: <friend@remote.test>, (default: {verdict}: "
+    "[-0.10/15.00] [MIME_GOOD(-0.10){{text/plain;}}]), len: 225, time: 10.9ms, dns req: 2, "
+    "digest: <c694>, rcpts: <grace@example.com>, mime_rcpts: <grace@example.com>, "
+    "settings_id: mx"
+)
+
+
+@pytest.mark.parametrize(
+    ("verdict", "event"),
+    [
+        ("F (no action)", "spam_clean"),
+        ("T (add header)", "spam_junk"),
+        ("T (reject)", "spam_rejected"),
+        ("T (soft reject)", "spam_deferred"),
+    ],
+)
+def test_rspamd_verdicts_at_the_mx_are_counted(verdict: str, event: str) -> None:
+    line = RSPAMD_MX_LINE.format(verdict=verdict)
+    assert mail_event(LogRecord("rspamd", line)) == event
+    # the per-recipient Bayes check at delivery is no verdict
+    delivery = line.replace("settings_id: mx", "settings_id: delivery")
+    assert mail_event(LogRecord("rspamd", delivery)) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "event"),
+    [
+        (
+            "mailstack.policy.server: greylist-policy: defer (new): client=a[192.0.2.1] "
+            "sender=<a@b.example> recipient=<c@d.example>",
+            "greylist_deferred",
+        ),
+        (
+            "mailstack.policy.server: greylist-policy: pass (retried): client=a[192.0.2.1] "
+            "sender=<a@b.example> recipient=<c@d.example>",
+            "greylist_passed",
+        ),
+        ("mailstack.spam: learned spam for a@b.example (learned)", "learned_spam"),
+        ("mailstack.spam: learned ham for a@b.example (learned)", "learned_ham"),
+        ("mailstack.spam: learned ham for a@b.example (already)", None),
+        ("mailstack.netserver: dict listening on unix:/x", None),
+    ],
+)
+def test_worker_events_are_counted(message: str, event: str | None) -> None:
+    assert mail_event(LogRecord("worker", message)) == event

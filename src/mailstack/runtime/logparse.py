@@ -136,7 +136,31 @@ def parse_syslog_datagram(data: str, default_service: str = "opendkim") -> LogRe
 
 
 #: Events `mail_event` reports, in the order the metrics list them.
-MAIL_EVENTS = ("received", "sent", "deferred", "bounced", "rejected", "dkim_signed")
+MAIL_EVENTS = (
+    "received",
+    "sent",
+    "deferred",
+    "bounced",
+    "rejected",
+    "dkim_signed",
+    "spam_clean",
+    "spam_junk",
+    "spam_rejected",
+    "spam_deferred",
+    "greylist_deferred",
+    "greylist_passed",
+    "learned_spam",
+    "learned_ham",
+)
+#: rspamd's action in its task log line (`(default: F (no action): [...]`) -> event
+_SPAM_ACTIONS = {
+    "(no action)": "spam_clean",
+    "(add header)": "spam_junk",
+    "(rewrite subject)": "spam_junk",
+    "(reject)": "spam_rejected",
+    "(soft reject)": "spam_deferred",
+    "(greylist)": "spam_deferred",
+}
 _DELIVERY_STATUSES = frozenset({"sent", "deferred", "bounced"})
 _REJECTS = ("reject:", "milter-reject:")
 
@@ -168,4 +192,29 @@ def mail_event(record: LogRecord) -> str | None:
         return "received" if text.startswith("message-id=") else None
     if program == "opendkim" and "DKIM-Signature field added" in record.message:
         return "dkim_signed"
+    if program == "rspamd":
+        return _spam_verdict(record.message)
+    if program == "worker":
+        return _worker_event(record.message)
+    return None
+
+
+def _spam_verdict(message: str) -> str | None:
+    """The MX's verdict from rspamd's task log line (`settings_id: mx`); the per-recipient
+    Bayes checks at delivery are not verdicts."""
+    if "rspamd_task_write_log" not in message or not message.endswith("settings_id: mx"):
+        return None
+    action = message.partition("(default: ")[2][2:].partition(":")[0]
+    return _SPAM_ACTIONS.get(action)
+
+
+def _worker_event(message: str) -> str | None:
+    """Greylisting decisions and what the spam learner learned, from the worker's lines."""
+    if ": greylist-policy: defer (" in message:
+        return "greylist_deferred"
+    if ": greylist-policy: pass (" in message:
+        return "greylist_passed"
+    if message.startswith("mailstack.spam: learned ") and message.endswith("(learned)"):
+        kind = message.split()[2]
+        return "learned_spam" if kind == "spam" else "learned_ham"
     return None
