@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import imaplib
+import os
 import smtplib
 import socket
 import ssl
@@ -213,6 +214,41 @@ def test_submitted_mail_is_signed_and_relayed_on_587_and_465(world: World) -> No
     for envelope, msg in by_subject.values():
         assert "d=example.com" in str(msg["DKIM-Signature"]).replace(" ", "")
         assert verify_dkim(envelope.original_content or envelope.content, world.keys)
+
+
+def test_a_domain_added_while_running_is_signed_at_once(world: World) -> None:
+    """`mailstack domain add` on the running server: the key is made, OpenDKIM reads its
+    tables again, and the first message from the new domain carries a signature that
+    verifies against what `mailstack dkim show` says to publish. No restart."""
+    import dkim
+
+    env = {**world.server.env, "PATH": os.environ["PATH"]}
+    added = subprocess.run(
+        [*MAILSTACK, "domain", "add", "later.example"],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert "OpenDKIM signs its mail now" in added.stdout, added.stdout
+    world.store.add_user("zoe@later.example", PASSWORD)
+    shown = subprocess.run(
+        [*MAILSTACK, "dkim", "show", "later.example"],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    published = dict(line.split(":", 1) for line in shown.stdout.splitlines())
+    record = published["value"].strip()
+
+    before = len(world.sink.messages)
+    submit(world, "zoe@later.example", "zoe@later.example", "friend@remote.test", "new domain")
+    envelope, msg = world.sink.wait_messages(before + 1)[-1]
+    assert msg["Subject"] == "new domain"
+    assert "d=later.example" in str(msg["DKIM-Signature"]).replace(" ", "")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name.decode().rstrip(".") == published["name"].strip(), name
+        return record.encode()
+
+    assert dkim.verify(envelope.original_content or envelope.content, dnsfunc=dns)
 
 
 def test_users_send_only_as_their_own_addresses_and_aliases(world: World) -> None:

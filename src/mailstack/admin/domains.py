@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -20,10 +21,41 @@ DomainName = Annotated[str, typer.Argument(metavar="NAME", help="Domain, e.g. ex
 
 @app.command("add")
 def add(name: DomainName, database: Database = None) -> None:
-    """Host a new domain, so that users and aliases can be created in it."""
+    """Host a new domain, so that users and aliases can be created in it.
+
+    On a server set up under MAILSTACK_ROOT, its DKIM key is made (DKIM_AUTOGENERATE) and
+    the running OpenDKIM signs its mail from now on, without a restart."""
     with open_store(database) as store:
         info = store.add_domain(name)
+        hosted = [domain.name for domain in store.list_domains()]
     typer.echo(f"added domain {info.name}")
+    _sign_for(info.name, hosted)
+
+
+def _sign_for(name: str, hosted: list[str]) -> None:
+    """Give the new domain its key and have the running OpenDKIM read its tables again."""
+    from mailstack.errors import ConfigError
+    from mailstack.paths import Paths
+    from mailstack.runtime.server import refresh_dkim, reload_opendkim
+    from mailstack.settings.locations import mailstack_root
+    from mailstack.settings.server import load_server_settings
+
+    paths = Paths(mailstack_root(os.environ))
+    if not (paths.opendkim_config / "opendkim.conf").exists():
+        return  # no server set up here (yet): its first start makes the keys
+    if os.geteuid() != 0:
+        typer.echo("note: run as root to give it a DKIM key now; else at the next start", err=True)
+        return
+    try:
+        settings = load_server_settings(os.environ)
+    except ConfigError as exc:
+        typer.echo(f"note: no DKIM key made now ({exc}); the next start makes it", err=True)
+        return
+    keys = refresh_dkim(settings, paths, hosted)
+    if not any(key.domain == name for key in keys):
+        return  # DKIM_AUTOGENERATE off and no key of its own
+    signing = "OpenDKIM signs its mail now" if reload_opendkim(paths) else "signed from the start"
+    typer.echo(f"DKIM key ready ({signing}); publish it: mailstack dkim show {name}")
 
 
 @app.command("list")

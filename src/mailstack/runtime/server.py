@@ -16,6 +16,7 @@ import grp
 import logging
 import os
 import pwd
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, replace
@@ -77,7 +78,9 @@ class PreparedServer:
 
     @property
     def dkim_enabled(self) -> bool:
-        return bool(self.dkim_keys)
+        """OpenDKIM always runs in the server, with no key too: a domain added while the
+        server runs is signed at once (`refresh_dkim`), without a restart."""
+        return True
 
 
 def _setup_server_dirs(settings: ServerSettings, paths: Paths) -> None:
@@ -168,6 +171,30 @@ def hand_datastore_to_worker(database: str, paths: Paths) -> None:
         )
 
 
+def refresh_dkim(settings: ServerSettings, paths: Paths, domains: list[str]) -> list[DomainKey]:
+    """Keys for `domains` (made when missing, with DKIM_AUTOGENERATE), readable by OpenDKIM,
+    and its KeyTable and SigningTable rewritten: at start, and by `mailstack domain add`
+    while the server runs (then `reload_opendkim`)."""
+    keys = _server_keys(settings, paths, domains)
+    for key in keys:
+        make_readable_by_opendkim(key.private_key)
+    materialise(render_opendkim(settings, paths, keys, mode="s"))
+    return keys
+
+
+def reload_opendkim(paths: Paths) -> bool:
+    """Ask the running OpenDKIM to read its tables again (SIGUSR1); False if none runs."""
+    try:
+        pid = int((paths.opendkim_run / "opendkim.pid").read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return False
+    if b"opendkim" not in cmdline:  # a stale pid file: that number is someone else now
+        return False
+    os.kill(pid, signal.SIGUSR1)
+    return True
+
+
 def _server_keys(settings: ServerSettings, paths: Paths, domains: list[str]) -> list[DomainKey]:
     """Keys of hosted domains; with DKIM_AUTOGENERATE (on by default here) missing ones are
     made. Keys on disk for domains not hosted are used too (e.g. a parent domain)."""
@@ -203,11 +230,8 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
         log.warning("no domains in the datastore yet: add one with `mailstack domain add`")
     if settings.tls_cert_file is None:
         ensure_certificate(paths.tls, settings.myhostname)
-    keys = _server_keys(settings, paths, domains)
-    for key in keys:
-        make_readable_by_opendkim(key.private_key)
-    materialise(render_server_postfix(settings, paths, dkim_enabled=bool(keys)))
-    materialise(render_opendkim(settings, paths, keys, mode="s"))
+    keys = refresh_dkim(settings, paths, domains)
+    materialise(render_server_postfix(settings, paths, dkim_enabled=True))
     materialise(render_dovecot(settings, paths))
     spam = _prepare_spam(settings, paths) if settings.spam else None
     if keys:
