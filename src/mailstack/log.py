@@ -68,18 +68,26 @@ class _Output:
     tz: tzinfo | None = None  # the local zone, looked up once rather than per line
     last_time: float = -1.0
     last_text: str = ""
+    last_second: int = -1
+    second_text: str = ""
+    zone_text: str = ""
 
 
 _output = _Output(sys.stdout)
 
 
 def _time_text(created: float) -> str:
-    """ISO 8601 time with milliseconds; a batch of lines shares one instant, made once."""
+    """ISO 8601 time with milliseconds; a batch of lines shares one instant, made once, and
+    the date, time and zone part is made once a second (the log pipeline's hot path)."""
     if created != _output.last_time:
         _output.last_time = created
-        _output.last_text = datetime.fromtimestamp(created, _output.tz).isoformat(
-            timespec="milliseconds"
-        )
+        second = int(created)
+        if second != _output.last_second:
+            _output.last_second = second
+            whole = datetime.fromtimestamp(second, _output.tz).isoformat()
+            _output.second_text, _output.zone_text = whole[:19], whole[19:]
+        millis = int((created - second) * 1000)
+        _output.last_text = f"{_output.second_text}.{millis:03d}{_output.zone_text}"
     return _output.last_text
 
 
@@ -150,6 +158,7 @@ def configure_logging(fmt: str = "plain", force_color: bool = False, debug: bool
     _output.colour = _output.fmt == "plain" and use_colour(force_color, stream)
     _output.tz = datetime.now().astimezone().tzinfo
     _output.last_time = -1.0
+    _output.last_second = -1
     handler = logging.StreamHandler(stream)
     handler.setFormatter(LineFormatter())
     root = logging.getLogger()

@@ -21,7 +21,7 @@ log = logging.getLogger("mailstack.supervisor")
 LineParser = Callable[[str], LogRecord]
 #: Reads smaller than this wait COALESCE_SECONDS for more output before the next read.
 COALESCE_BELOW = 4096
-COALESCE_SECONDS = 0.005
+COALESCE_SECONDS = 0.02
 #: Seconds between checks whether a child has exited (see Daemon.wait_exit).
 EXIT_POLL = 0.1
 Probe = Callable[[], Awaitable[bool]]
