@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.admin import aliases, dkim, dns, domains, sieve, users
+from mailstack.admin import aliases, dkim, dns, domains, sieve, tokens, users
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -18,11 +18,12 @@ GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("alias", aliases.app),
     ("sieve", sieve.app),
     ("dkim", dkim.app),
+    ("token", tokens.app),
 )
 
 
 def register(app: typer.Typer) -> None:
-    """Add `domain`, `user`, `alias`, `sieve` and `dkim` to the main app."""
+    """Add `domain`, `user`, `alias`, `sieve`, `dkim` and `token` to the main app."""
     for name, group in GROUPS:
         app.add_typer(group, name=name)
     dns.register(app)

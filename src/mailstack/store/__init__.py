@@ -6,7 +6,14 @@ need the store should not import it.
 """
 
 from mailstack.store.engine import create_engine_for, database_url, migrate, open_engine
-from mailstack.store.errors import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
+from mailstack.store.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from mailstack.store.service import (
     AliasDomainInfo,
     AliasInfo,
@@ -16,18 +23,21 @@ from mailstack.store.service import (
     UserInfo,
     parse_quota,
 )
+from mailstack.store.tokens import TokenInfo
 
 __all__ = [
     "AliasDomainInfo",
     "AliasInfo",
     "Conflict",
     "DomainInfo",
+    "Forbidden",
     "InvalidInput",
     "MailStore",
     "NotFound",
     "ScriptInfo",
     "StoreError",
     "StoreUnavailable",
+    "TokenInfo",
     "UserInfo",
     "create_engine_for",
     "database_url",
