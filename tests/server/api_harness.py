@@ -19,14 +19,23 @@ from starlette.routing import Mount
 from tests.helpers import free_port, wait_for
 
 from mailstack.api import MOUNT_PATH, create_api
+from mailstack.sieve import check_script
+from mailstack.store.service import Checker
 
 START_TIMEOUT = 15.0
 
 
 @contextmanager
-def serving(engine: Engine, dkim_keys: Path, dkim_selector: str = "mail") -> Iterator[str]:
+def serving(
+    engine: Engine,
+    dkim_keys: Path,
+    dkim_selector: str = "mail",
+    sieve_checker: Checker = check_script,
+) -> Iterator[str]:
     """Serve the API over `engine`; yields the API's base URL (`http://127.0.0.1:P/api/v1`)."""
-    api = create_api(engine, dkim_keys=dkim_keys, dkim_selector=dkim_selector)
+    api = create_api(
+        engine, dkim_keys=dkim_keys, dkim_selector=dkim_selector, sieve_checker=sieve_checker
+    )
     site = Starlette(routes=[Mount(MOUNT_PATH, app=api)])
     port = free_port()
     config = uvicorn.Config(

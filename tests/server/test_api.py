@@ -363,6 +363,31 @@ def test_dkim_selector_per_domain(store: MailStore, tmp_path: Path) -> None:
         assert c.get("/domains/example.org/dkim").json()["name"] == "s2026._domainkey.example.org"
 
 
+def test_an_unusable_key_is_503_and_a_bug_is_500_without_internals(
+    store: MailStore, tmp_path: Path
+) -> None:
+    store.add_domain("example.org")
+    store.add_user("alice@example.org", PASSWORD)
+    _, secret = store.create_token("admin")
+    key_path(tmp_path, "example.org").write_text("not a key\n")
+
+    def broken_checker(script: str) -> str | None:
+        raise ValueError("secret internals")
+
+    with (
+        serving(store.engine, tmp_path, sieve_checker=broken_checker) as url,
+        client(url, secret) as admin,
+    ):
+        answer = admin.get("/domains/example.org/dkim")
+        assert_problem(answer, 503, "not a PEM private key")
+        assert answer.headers["retry-after"].isdigit()
+        failed = admin.put("/users/alice@example.org/sieve/f", json={"content": "keep;"})
+        assert_problem(failed, 500, "internal error")
+        assert "secret internals" not in failed.text
+        assert admin.get("/me").status_code == 200  # the server is still serving
+    assert store.list_scripts("alice@example.org") == []
+
+
 # -- the OpenAPI document -----------------------------------------------------------------------
 
 

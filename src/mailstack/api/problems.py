@@ -7,6 +7,7 @@ missing sievec 503. A bad request body or query gets the same shape, listing eac
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -17,10 +18,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailstack.errors import InvalidInput
 from mailstack.sieve.check import SieveCheckUnavailable
 from mailstack.store.errors import Conflict, Forbidden, NotFound, StoreUnavailable
+
+log = logging.getLogger("mailstack.api")
 
 MEDIA_TYPE = "application/problem+json"
 REALM = "mailstack"
@@ -120,6 +124,33 @@ def install(app: FastAPI) -> None:
     handled = (RequestValidationError, InvalidInput, Unauthorized, HTTPException)
     for kind in (*handled, *(kind for kind, _ in STATUS_OF)):
         app.add_exception_handler(kind, _handle)
+    app.add_middleware(CatchAll)
+
+
+class CatchAll:
+    """Any other exception is a bug: logged with its traceback, answered 500 as a problem
+    that tells the client nothing about the inside. (Starlette's own catch-all answers in
+    plain text and re-raises, which makes the server drop the connection.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            if started or scope["type"] != "http":
+                raise
+            log.exception("API request %s %s failed", scope["method"], scope["path"])
+            response = problem(500, "internal error; the server's log has the details")
+            await response(scope, receive, send)
 
 
 def _response(description: str) -> dict[str, Any]:
