@@ -13,6 +13,7 @@ import httpx
 import pytest
 from api_harness import client, serving
 
+from mailstack.api.limits import MAX_BODY_BYTES
 from mailstack.api.openapi import document
 from mailstack.dkim.keys import dns_record_value, generate_private_key, key_path
 from mailstack.sieve import check_script
@@ -159,6 +160,27 @@ def test_malformed_json_is_a_problem_too(api: Api) -> None:
         "/domains", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert_problem(answer, 422)
+
+
+def test_huge_bodies_are_refused_unread(api: Api) -> None:
+    """Before any token is looked at: a body is read (and held) only when it is small."""
+    huge = b'{"name": "' + b"a" * (MAX_BODY_BYTES + 1) + b'"}'
+    with client(api.url) as anonymous:
+        assert_problem(anonymous.post("/domains", content=huge), 413, "larger than")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit counts as it streams
+        yield b'{"content": "'
+        for _ in range(MAX_BODY_BYTES // 65536 + 1):
+            yield b"#" * 65536
+        yield b'"}'
+
+    streamed = api.admin.put(
+        "/users/alice@example.com/sieve/big",
+        content=chunks(),
+        headers={"content-type": "application/json"},
+    )
+    assert_problem(streamed, 413, "larger than")
+    assert api.store.list_scripts("alice@example.com") == []
 
 
 def test_unknown_things_are_404(api: Api) -> None:

@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 
 from mailstack.api import problems
 from mailstack.api.auth import Caller
+from mailstack.api.limits import BodyLimit
 from mailstack.api.routes import aliases, domains, sieve, users
 from mailstack.api.schemas import CallerOut
 from mailstack.settings.values import parse_selectors
@@ -70,6 +71,7 @@ def create_api(
     app.state.dkim_selectors = parse_selectors(dkim_selector)
     app.state.sieve_checker = sieve_checker
     problems.install(app)
+    app.add_middleware(BodyLimit)
     for module in (domains, users, aliases, sieve):
         app.include_router(module.router)
     app.add_api_route("/me", me, methods=["GET"], tags=["tokens"], summary="Who the token is")

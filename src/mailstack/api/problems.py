@@ -166,6 +166,7 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: _response("The token may not read or change this"),
     404: _response("No such domain, user, alias, script or key"),
     409: _response("Duplicate, or still in use"),
+    413: _response("The request body is over the limit (2 MiB and a little)"),
     422: _response("Bad input; `field` names it"),
     503: _response("The database (or sievec) is unavailable: retry later"),
 }
