@@ -31,15 +31,27 @@ def serving(
     dkim_keys: Path,
     dkim_selector: str = "mail",
     sieve_checker: Checker = check_script,
+    *,
+    mounted: bool = True,
 ) -> Iterator[str]:
-    """Serve the API over `engine`; yields the API's base URL (`http://127.0.0.1:P/api/v1`)."""
+    """Serve the API over `engine`; yields the API's base URL (`http://127.0.0.1:P/api/v1`).
+
+    `mounted`: inside a Starlette app at /api/v1, as the worker does; else alone, at the root
+    (`http://127.0.0.1:P`): a Mount matches no path holding a line break, and its 404 is then
+    Starlette's plain text, not the API's problem.
+    """
     api = create_api(
         engine, dkim_keys=dkim_keys, dkim_selector=dkim_selector, sieve_checker=sieve_checker
     )
-    site = Starlette(routes=[Mount(MOUNT_PATH, app=api)])
+    site = Starlette(routes=[Mount(MOUNT_PATH, app=api)]) if mounted else api
     port = free_port()
     config = uvicorn.Config(
-        site, host="127.0.0.1", port=port, log_level="warning", lifespan="off", access_log=False
+        site,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
@@ -47,7 +59,7 @@ def serving(
     try:
         wait_for(lambda: server.started or not thread.is_alive(), START_TIMEOUT, "uvicorn")
         assert server.started, "uvicorn did not start"
-        yield f"http://127.0.0.1:{port}{MOUNT_PATH}"
+        yield f"http://127.0.0.1:{port}{MOUNT_PATH if mounted else ''}"
     finally:
         server.should_exit = True
         thread.join(START_TIMEOUT)

@@ -162,6 +162,7 @@ def _response(description: str) -> dict[str, Any]:
 
 #: The error responses every authenticated operation may give, for the OpenAPI document.
 COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _response("The body is not UTF-8 text"),
     401: _response("No bearer token, or an unknown or revoked one"),
     403: _response("The token may not read or change this"),
     404: _response("No such domain, user, alias, script or key"),
