@@ -272,6 +272,7 @@ def test_aliases_for_admins_and_users(api: Api) -> None:
         "catch_all": False,
     }
     api.admin.post("/aliases", json={"source": "@example.com", "targets": ["bob@example.com"]})
+    api.admin.post("/aliases", json={"source": "sales@example.com", "targets": ["bob@example.com"]})
     api.admin.post(
         "/aliases", json={"source": "postmaster@example.com", "targets": ["bob@example.com"]}
     )
@@ -285,7 +286,15 @@ def test_aliases_for_admins_and_users(api: Api) -> None:
         stolen = alice.post(
             "/aliases", json={"source": "postmaster@example.com", "targets": ["alice@example.com"]}
         )
-        assert_problem(stolen, 409, "already exists")
+        assert_problem(stolen, 403, "role address")
+        new_admin = alice.post(
+            "/aliases", json={"source": "admin@example.com", "targets": ["alice@example.com"]}
+        )
+        assert_problem(new_admin, 403, "role address")  # a CA may mail admin@ to prove control
+        taken = alice.post(
+            "/aliases", json={"source": "sales@example.com", "targets": ["alice@example.com"]}
+        )
+        assert_problem(taken, 409, "already exists")
         assert_problem(
             alice.post(
                 "/aliases", json={"source": "bob@example.com", "targets": ["alice@example.com"]}
@@ -313,6 +322,7 @@ def test_aliases_for_admins_and_users(api: Api) -> None:
     assert aliases == {
         "@example.com": ["bob@example.com"],
         "postmaster@example.com": ["bob@example.com"],
+        "sales@example.com": ["bob@example.com"],
         "shop@example.com": ["alice@example.com"],
         "team@example.com": ["bob@example.com"],
     }
@@ -321,6 +331,7 @@ def test_aliases_for_admins_and_users(api: Api) -> None:
     assert api.admin.delete("/aliases/@example.com").status_code == 204
     assert [a["source"] for a in api.admin.get("/aliases").json()] == [
         "postmaster@example.com",
+        "sales@example.com",
         "shop@example.com",
     ]
 

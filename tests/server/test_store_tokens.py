@@ -109,9 +109,12 @@ def test_own_aliases(populated: MailStore) -> None:
     assert [a.source for a in mine] == ["shop@example.com", "team@example.com"]
     assert mine[1].targets == ("alice@example.com", "bob@example.com")
     with pytest.raises(Conflict, match=r"already exists"):
-        populated.add_own_alias("alice@example.com", "postmaster@example.com")
+        populated.add_own_alias("alice@example.com", "team@example.com")
     with pytest.raises(Conflict, match=r"user's address"):
         populated.add_own_alias("alice@example.com", "bob@example.com")
+    for role in ("admin", "Postmaster", "abuse+x", "webmaster", "hostmaster"):
+        with pytest.raises(Forbidden, match=r"role address"):
+            populated.add_own_alias("alice@example.com", f"{role}@example.com")
     with pytest.raises(Forbidden, match=r"catch-all"):
         populated.add_own_alias("alice@example.com", "@example.com")
     populated.add_domain("example.org")

@@ -42,6 +42,24 @@ if TYPE_CHECKING:
 #: Compiles a Sieve script: None when it is valid, else the compiler's errors, one a line.
 Checker = Callable[[str], "str | None"]
 
+#: Addresses only administrators may give out: RFC 2142's role mailboxes, where DMARC and
+#: TLS reports and abuse complaints go, and those a certificate authority may mail to prove
+#: control of the domain (CA/Browser Forum baseline requirements, 3.2.2.4.4).
+ROLE_LOCAL_PARTS = frozenset(
+    {
+        "abuse",
+        "admin",
+        "administrator",
+        "hostmaster",
+        "mailer-daemon",
+        "noc",
+        "postmaster",
+        "root",
+        "security",
+        "webmaster",
+    }
+)
+
 MAX_SCRIPT_BYTES = 1024 * 1024  # Dovecot's default sieve_max_script_size
 MAX_ALIAS_TARGETS = 1000
 
@@ -609,16 +627,20 @@ class MailStore:
     def add_own_alias(self, address: str, source: str) -> AliasInfo:
         """A user's own alias: a new address in their domain that delivers to them alone.
 
-        Catch-alls, other domains, and a source that is already an alias or a user are
-        refused: a user must not be able to take mail meant for someone else.
+        Catch-alls, other domains, role addresses (`ROLE_LOCAL_PARTS`), and a source that
+        is already an alias or a user are refused: a user must not be able to take mail
+        meant for someone else, nor the mail that proves control of the domain.
         """
         owner = names.normalise_address(address)
         canonical = names.normalise_alias_source(source)
         if canonical.startswith("@"):
             raise Forbidden("only an administrator may add a catch-all alias")
-        domain_name = names.split_address(owner)[1]
-        if names.split_address(canonical)[1] != domain_name:
-            raise Forbidden(f"a user may only add aliases in their own domain {domain_name}")
+        local, domain = names.split_address(canonical)
+        owner_domain = names.split_address(owner)[1]
+        if domain != owner_domain:
+            raise Forbidden(f"a user may only add aliases in their own domain {owner_domain}")
+        if local.split("+", 1)[0] in ROLE_LOCAL_PARTS:
+            raise Forbidden(f"only an administrator may give out the role address {canonical}")
         with self._transaction() as session:
             user = self._user(session, owner)
             if session.scalar(select(User.id).where(User.address == canonical)) is not None:
