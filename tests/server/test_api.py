@@ -141,6 +141,8 @@ def test_duplicates_are_409(api: Api) -> None:
         ("/users", {"address": "dan@example.com", "password": "short"}, "password"),
         ("/users", {"address": "dan@example.com", "password": PASSWORD, "quota": "lots"}, "quota"),
         ("/users", {"address": "dan@example.com"}, "password"),
+        ("/users", {"address": "dan@example.com", "password": PASSWORD, "quota": True}, "quota"),
+        ("/users", {"address": "dan@example.com", "password": PASSWORD, "quota": [1]}, "quota"),
         ("/domains", {"name": "bad_domain!"}, "name"),
         ("/domains", {"name": "example.com", "cascade": True}, "cascade"),
         ("/aliases", {"source": "x@example.com", "targets": ["ok@example.org", "no"]}, "targets"),

@@ -1,6 +1,7 @@
 """Property-based fuzzing of the REST API from its own OpenAPI document (schemathesis):
-whatever a client sends, with an admin token, the answer is never a 5xx, and it has the
-status, media type and shape the document promises. Real uvicorn, real databases."""
+whatever a client sends, with an admin token or a user's, the answer is never a 5xx, and
+it has the status, media type and shape the document promises. Real uvicorn, real
+databases."""
 
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ CHECKS = [
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def target(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str]]:
-    """(base URL, admin token) of an API over a store with a domain, a user and a script."""
+) -> Iterator[tuple[str, str, str]]:
+    """(base URL, admin token, alice's token) of an API over a store with a domain, a user
+    and a script."""
     folder = tmp_path_factory.mktemp("fuzz")
     if request.param == "sqlite":
         url = str(folder / "mailstack.db")
@@ -45,8 +47,9 @@ def target(
         store.add_user("alice@example.com", "correct horse battery")
         store.put_script("alice@example.com", "filter", "keep;\n")
         _, secret = store.create_token("fuzz")
+        _, alice = store.create_token("alice", "alice@example.com")
         with serving(store.engine, folder, mounted=False) as base:
-            yield base, secret
+            yield base, secret, alice
     finally:
         store.close()
 
@@ -57,15 +60,16 @@ def target(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-def test_no_server_errors(case: schemathesis.Case, target: tuple[str, str]) -> None:
-    base, token = target
-    response = case.call(base_url=base, headers={"Authorization": f"Bearer {token}"})
-    case.validate_response(response, checks=CHECKS)
+def test_no_server_errors(case: schemathesis.Case, target: tuple[str, str, str]) -> None:
+    base, *tokens = target
+    for token in tokens:
+        response = case.call(base_url=base, headers={"Authorization": f"Bearer {token}"})
+        case.validate_response(response, checks=CHECKS)
 
 
-def test_the_fuzzed_server_answers(target: tuple[str, str]) -> None:
+def test_the_fuzzed_server_answers(target: tuple[str, str, str]) -> None:
     """The cases above reach the API itself (a 404 from a wrong base URL would conform)."""
-    base, token = target
+    base, token, _ = target
     with client(base, token) as admin:
         assert admin.get("/me").json()["token"] == "fuzz"
         assert admin.get("/users/alice@example.com/sieve").status_code == 200

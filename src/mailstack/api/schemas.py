@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_field
 
 
 class Out(BaseModel):
@@ -43,10 +43,21 @@ class DkimRecordOut(BaseModel):
     value: str = Field(examples=["v=DKIM1; h=sha256; k=rsa; s=email; p=MIIBIjANBg…"])
 
 
+def _size(value: object) -> object:
+    """Only a number, a text or null; a boolean is not a size (pydantic would take it as 1),
+    and refusing here names the field plainly (a union would name each of its branches)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | str)):
+        raise ValueError("must be a number of bytes, a size such as 500M or 2G, or null")
+    return value
+
+
+Quota = Annotated[int | str | None, BeforeValidator(_size)]
+
+
 class UserIn(Body):
     address: str = Field(examples=["alice@example.com"])
     password: str = Field(min_length=1, json_schema_extra={"writeOnly": True})
-    quota: int | str | None = Field(
+    quota: Quota = Field(
         default=None,
         description="Bytes, or a size such as 500M or 2G; null or 0 is unlimited.",
         examples=["2G"],
