@@ -19,6 +19,7 @@ from starlette.routing import Mount
 from tests.helpers import free_port, wait_for
 
 from mailstack.api import MOUNT_PATH, create_api
+from mailstack.settings.values import parse_selectors
 from mailstack.sieve import check_script
 from mailstack.store.service import Checker
 
@@ -41,7 +42,10 @@ def serving(
     Starlette's plain text, not the API's problem.
     """
     api = create_api(
-        engine, dkim_keys=dkim_keys, dkim_selector=dkim_selector, sieve_checker=sieve_checker
+        engine,
+        dkim_keys=dkim_keys,
+        dkim_selectors=parse_selectors(dkim_selector),
+        sieve_checker=sieve_checker,
     )
     site = Starlette(routes=[Mount(MOUNT_PATH, app=api)]) if mounted else api
     port = free_port()

@@ -19,7 +19,7 @@ from mailstack.api.auth import Caller
 from mailstack.api.limits import BodyLimit
 from mailstack.api.routes import aliases, domains, sieve, users
 from mailstack.api.schemas import CallerOut
-from mailstack.settings.values import parse_selectors
+from mailstack.settings.values import DkimSelectors
 from mailstack.sieve.check import check_script
 from mailstack.store import MailStore
 
@@ -45,13 +45,14 @@ def create_api(
     engine: Engine,
     *,
     dkim_keys: Path,
-    dkim_selector: str = "mail",
+    dkim_selectors: DkimSelectors | None = None,
     sieve_checker: Checker = check_script,
 ) -> FastAPI:
     """The API over `engine` (already migrated: the caller opens it with `open_engine`).
 
-    `dkim_keys` is the OpenDKIM key folder (`Paths.dkim_keys`), `dkim_selector` the value of
-    DKIM_SELECTOR (`foo,example.org=bar`), `sieve_checker` what compiles uploaded scripts.
+    `dkim_keys` is the OpenDKIM key folder (`Paths.dkim_keys`), `dkim_selectors` DKIM_SELECTOR
+    as the settings parsed it (default: `mail` for every domain), `sieve_checker` what
+    compiles uploaded scripts.
     """
     app = FastAPI(
         title="mailstack admin API",
@@ -68,7 +69,7 @@ def create_api(
     )
     app.state.store = MailStore(engine)
     app.state.dkim_keys = dkim_keys
-    app.state.dkim_selectors = parse_selectors(dkim_selector)
+    app.state.dkim_selectors = dkim_selectors or DkimSelectors()
     app.state.sieve_checker = sieve_checker
     problems.install(app)
     app.add_middleware(BodyLimit)
