@@ -402,6 +402,35 @@ def test_invalid_sieve_shows_the_compiler_and_stores_nothing(populated: Cli) -> 
     assert_one_error(missing, 1, "sieve script 'broken' of alice@example.com does not exist")
 
 
+# -- API tokens ---------------------------------------------------------------------------------
+
+
+def test_token_create_list_revoke(populated: Cli) -> None:
+    """`create` prints the token alone on stdout, once; the datastore knows it by its hash."""
+    secret = populated.ok("token", "create", "ci").strip()
+    user_secret = populated.ok("token", "create", "phone", "--user", "Alice@example.com").strip()
+    assert secret.startswith("mst_")
+    assert secret != user_secret
+    listed = populated.json("token", "list")
+    assert [(t["name"], t["user"], t["admin"]) for t in listed] == [
+        ("ci", None, True),
+        ("phone", "alice@example.com", False),
+    ]
+    assert secret not in populated.ok("token", "list")
+    with opened(populated.database) as store:
+        found = store.authenticate_token(user_secret)
+        assert found is not None
+        assert found.user == "alice@example.com"
+    assert_one_error(populated("token", "create", "ci"), 1, "token ci already exists")
+    assert_one_error(
+        populated("token", "create", "x", "--user", "carol@example.com"), 1, "does not exist"
+    )
+    assert_one_error(populated("token", "create", "a b"), 2, "name: ")
+    populated.ok("token", "revoke", "ci")
+    assert_one_error(populated("token", "revoke", "ci"), 1, "token ci does not exist")
+    assert [t["name"] for t in populated.json("token", "list")] == ["phone"]
+
+
 # -- dkim ---------------------------------------------------------------------------------------
 
 

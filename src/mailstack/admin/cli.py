@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.admin import aliases, dkim, dns, domains, sieve, spam, users
+from mailstack.admin import aliases, dkim, dns, domains, sieve, spam, tokens, users
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -19,11 +19,12 @@ GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("sieve", sieve.app),
     ("dkim", dkim.app),
     ("spam", spam.app),
+    ("token", tokens.app),
 )
 
 
 def register(app: typer.Typer) -> None:
-    """Add `domain`, `user`, `alias`, `sieve` and `dkim` to the main app."""
+    """Add `domain`, `user`, `alias`, `sieve`, `dkim` and `token` to the main app."""
     for name, group in GROUPS:
         app.add_typer(group, name=name)
     dns.register(app)

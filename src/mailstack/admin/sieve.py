@@ -42,31 +42,6 @@ def _read_source(source: str) -> str:
         raise AdminError(f"{source} is not UTF-8 text", ExitCode.USAGE) from None
 
 
-def _compile_error(text: str) -> str | None:
-    """sievec's complaint about `text`, or None when it compiles."""
-    from mailstack.sieve.check import SieveCheckUnavailable, check_script
-
-    try:
-        return check_script(text)
-    except SieveCheckUnavailable as exc:
-        raise AdminError(
-            f"cannot check the script, so it was not stored: {exc}", ExitCode.UNAVAILABLE
-        ) from None
-
-
-def _checked_script(source: str, name: str) -> str:
-    with reporting():
-        text = _read_source(source)
-        problem = _compile_error(text)
-        if problem is not None:
-            raise AdminError(
-                f"sieve script {name!r} does not compile, nothing stored: "
-                + problem.replace("\n", "; "),
-                ExitCode.USAGE,
-            )
-    return text
-
-
 @app.command("put")
 def put(
     address: Address,
@@ -80,9 +55,12 @@ def put(
     database: Database = None,
 ) -> None:
     """Check a script with sievec, then create or replace it."""
-    text = _checked_script(source, name)
+    from mailstack.sieve.check import check_script
+
+    with reporting():
+        text = _read_source(source)
     with open_store(database) as store:
-        info = store.put_script(address, name, text, activate=activate)
+        info = store.put_script(address, name, text, activate=activate, checker=check_script)
     state = ", active" if info.active else ""
     typer.echo(f"stored sieve script {info.name!r} of {address} (version {info.version}{state})")
 

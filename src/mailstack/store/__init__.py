@@ -6,7 +6,14 @@ need the store should not import it.
 """
 
 from mailstack.store.engine import create_engine_for, database_url, migrate, open_engine
-from mailstack.store.errors import Conflict, InvalidInput, NotFound, StoreError, StoreUnavailable
+from mailstack.store.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StoreError,
+    StoreUnavailable,
+)
 from mailstack.store.service import (
     UNCHANGED,
     AliasDomainInfo,
@@ -18,6 +25,7 @@ from mailstack.store.service import (
     UserInfo,
     parse_quota,
 )
+from mailstack.store.tokens import TokenInfo
 
 __all__ = [
     "UNCHANGED",
@@ -25,6 +33,7 @@ __all__ = [
     "AliasInfo",
     "Conflict",
     "DomainInfo",
+    "Forbidden",
     "InvalidInput",
     "MailStore",
     "NotFound",
@@ -32,6 +41,7 @@ __all__ = [
     "SpamSettings",
     "StoreError",
     "StoreUnavailable",
+    "TokenInfo",
     "UserInfo",
     "create_engine_for",
     "database_url",

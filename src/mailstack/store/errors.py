@@ -5,6 +5,7 @@ A field that fails validation raises `mailstack.errors.InvalidInput` (re-exporte
 StoreError
  ├── NotFound          the thing to change or read does not exist
  ├── Conflict          the change would break a rule (duplicate, still in use)
+ ├── Forbidden         the acting user may not read or change this (API user tokens)
  └── StoreUnavailable  the database could not be reached or answered an error
 """
 
@@ -12,7 +13,14 @@ from __future__ import annotations
 
 from mailstack.errors import ExitCode, InvalidInput, MailstackError
 
-__all__ = ["Conflict", "InvalidInput", "NotFound", "StoreError", "StoreUnavailable"]
+__all__ = [
+    "Conflict",
+    "Forbidden",
+    "InvalidInput",
+    "NotFound",
+    "StoreError",
+    "StoreUnavailable",
+]
 
 
 class StoreError(MailstackError):
@@ -25,6 +33,10 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The write would create a duplicate or orphan something still in use."""
+
+
+class Forbidden(StoreError):
+    """The acting user may not touch this: it belongs to someone else, or to admins."""
 
 
 class StoreUnavailable(StoreError):

@@ -10,7 +10,7 @@ lookup service reads the same tables with lean queries of its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,17 +21,52 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from mailstack import names
-from mailstack.store import passwords
-from mailstack.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
-from mailstack.store.models import Alias, AliasDomain, AliasTarget, Domain, SieveScript, User
+from mailstack.store import passwords, tokens
+from mailstack.store.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable
+from mailstack.store.models import (
+    Alias,
+    AliasDomain,
+    AliasTarget,
+    ApiToken,
+    Domain,
+    SieveScript,
+    User,
+)
+from mailstack.store.tokens import TokenInfo
 
 if TYPE_CHECKING:
     import os
 
     from sqlalchemy import Engine
 
+#: Compiles a Sieve script: None when it is valid, else the compiler's errors, one a line.
+Checker = Callable[[str], "str | None"]
+
+#: Addresses only administrators may give out: RFC 2142's role mailboxes, where DMARC and
+#: TLS reports and abuse complaints go, and those a certificate authority may mail to prove
+#: control of the domain (CA/Browser Forum baseline requirements, 3.2.2.4.4).
+ROLE_LOCAL_PARTS = frozenset(
+    {
+        "abuse",
+        "admin",
+        "administrator",
+        "hostmaster",
+        "mailer-daemon",
+        "noc",
+        "postmaster",
+        "root",
+        "security",
+        "webmaster",
+    }
+)
+
 MAX_SCRIPT_BYTES = 1024 * 1024  # Dovecot's default sieve_max_script_size
 MAX_ALIAS_TARGETS = 1000
+
+#: A token's name, its user's address (None: an admin token) and its creation time.
+_TOKEN_ROWS = select(ApiToken.name, User.address, ApiToken.created_at).outerjoin(
+    User, ApiToken.user_id == User.id
+)
 
 _SIZE = re.compile(r"(?i)\s*(\d+)\s*([kmgt]?)i?b?\s*")
 _SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -483,9 +518,19 @@ class MailStore:
     # -- sieve scripts ----------------------------------------------------------------------
 
     def put_script(
-        self, address: str, name: str, content: str, *, activate: bool = False
+        self,
+        address: str,
+        name: str,
+        content: str,
+        *,
+        activate: bool = False,
+        checker: Checker | None = None,
     ) -> ScriptInfo:
-        """Create or replace a script (ManageSieve PUTSCRIPT), optionally making it active."""
+        """Create or replace a script (ManageSieve PUTSCRIPT), optionally making it active.
+
+        With `checker` (the CLI and the API pass `mailstack.sieve.check_script`) a script
+        that does not compile is refused before anything is stored.
+        """
         canonical = names.normalise_address(address)
         script_name = names.validate_script_name(name)
         size = len(content.encode("utf-8", errors="strict"))
@@ -493,6 +538,8 @@ class MailStore:
             raise InvalidInput("content", f"is {size} bytes; the limit is {MAX_SCRIPT_BYTES}")
         if "\x00" in content:
             raise InvalidInput("content", "must not contain NUL characters")
+        if checker is not None:
+            self._check_script(checker, script_name, content)
         with self._transaction() as session:
             user = self._user(session, canonical)
             script = session.scalar(
@@ -510,6 +557,23 @@ class MailStore:
             if activate:
                 self._activate(session, user, script)
             return self._script_info(script, with_content=False)
+
+    @staticmethod
+    def _check_script(checker: Checker, name: str, content: str) -> None:
+        from mailstack.sieve.check import SieveCheckUnavailable
+
+        try:
+            problem = checker(content)
+        except SieveCheckUnavailable as exc:
+            raise SieveCheckUnavailable(
+                f"cannot check the script, so it was not stored: {exc}"
+            ) from None
+        if problem is not None:
+            raise InvalidInput(
+                "content",
+                f"sieve script {name!r} does not compile, nothing stored: "
+                + problem.replace("\n", "; "),
+            )
 
     @staticmethod
     def _script_info(script: SieveScript, *, with_content: bool) -> ScriptInfo:
@@ -584,3 +648,111 @@ class MailStore:
                     f"sieve script {name!r} of {canonical} is active; deactivate it first"
                 )
             session.delete(script)
+
+    # -- a user's own aliases (what a user's API token may do) ------------------------------
+
+    def aliases_delivering_to(self, address: str) -> list[AliasInfo]:
+        """The aliases that have `address` among their targets."""
+        canonical = names.normalise_address(address)
+        query = (
+            select(Alias)
+            .options(selectinload(Alias.targets))
+            .where(
+                Alias.id.in_(select(AliasTarget.alias_id).where(AliasTarget.target == canonical))
+            )
+            .order_by(Alias.source)
+        )
+        with self._transaction() as session:
+            return [
+                AliasInfo(a.source, tuple(t.target for t in a.targets))
+                for a in session.scalars(query)
+            ]
+
+    def add_own_alias(self, address: str, source: str) -> AliasInfo:
+        """A user's own alias: a new address in their domain that delivers to them alone.
+
+        Catch-alls, other domains, role addresses (`ROLE_LOCAL_PARTS`), and a source that
+        is already an alias or a user are refused: a user must not be able to take mail
+        meant for someone else, nor the mail that proves control of the domain.
+        """
+        owner = names.normalise_address(address)
+        canonical = names.normalise_alias_source(source)
+        if canonical.startswith("@"):
+            raise Forbidden("only an administrator may add a catch-all alias")
+        local, domain = names.split_address(canonical)
+        owner_domain = names.split_address(owner)[1]
+        if domain != owner_domain:
+            raise Forbidden(f"a user may only add aliases in their own domain {owner_domain}")
+        if local.split("+", 1)[0] in ROLE_LOCAL_PARTS:
+            raise Forbidden(f"only an administrator may give out the role address {canonical}")
+        with self._transaction() as session:
+            user = self._user(session, owner)
+            if session.scalar(select(User.id).where(User.address == canonical)) is not None:
+                raise Conflict(f"{canonical} is a user's address")
+            if session.scalar(select(Alias.id).where(Alias.source == canonical)) is not None:
+                raise Conflict(f"alias {canonical} already exists")
+            alias = Alias(domain_id=user.domain_id, source=canonical)
+            alias.targets.append(AliasTarget(target=owner))
+            session.add(alias)
+            return AliasInfo(canonical, (owner,))
+
+    def leave_alias(self, address: str, source: str) -> None:
+        """Stop an alias delivering to the user (the alias goes with its last target); an
+        alias that does not deliver to them is not theirs to change."""
+        owner = names.normalise_address(address)
+        canonical = names.normalise_alias_source(source)
+        with self._transaction() as session:
+            alias = self._alias(session, canonical)
+            mine = [t for t in alias.targets if t.target == owner]
+            if not mine:
+                raise Forbidden(f"alias {canonical} does not deliver to {owner}")
+            alias.targets.remove(mine[0])
+            if not alias.targets:
+                session.delete(alias)
+
+    # -- API tokens -------------------------------------------------------------------------
+
+    def create_token(self, name: str, user: str | None = None) -> tuple[TokenInfo, str]:
+        """A new bearer token, returned once in plain; only its hash is stored. Without
+        `user` it is an admin token, else it acts for that user only."""
+        token_name = tokens.validate_token_name(name)
+        owner = None if user is None else names.normalise_address(user, "user")
+        secret = tokens.new_token()
+        with self._transaction() as session:
+            if session.scalar(select(ApiToken.id).where(ApiToken.name == token_name)):
+                raise Conflict(f"token {token_name} already exists")
+            user_id = None if owner is None else self._user(session, owner).id
+            row = ApiToken(name=token_name, token_hash=tokens.hash_token(secret), user_id=user_id)
+            session.add(row)
+            session.flush()
+            return TokenInfo(token_name, owner, row.created_at), secret
+
+    def list_tokens(self) -> list[TokenInfo]:
+        with self._transaction() as session:
+            rows = session.execute(_TOKEN_ROWS.order_by(ApiToken.name))
+            return [TokenInfo(name, user, created) for name, user, created in rows]
+
+    def revoke_token(self, name: str) -> None:
+        token_name = tokens.validate_token_name(name)
+        with self._transaction() as session:
+            row = session.scalar(select(ApiToken).where(ApiToken.name == token_name))
+            if row is None:
+                raise NotFound(f"token {token_name} does not exist")
+            session.delete(row)
+
+    def authenticate_token(self, token: str) -> TokenInfo | None:
+        """Whom a presented token acts for, or None: unknown, revoked, or its user is
+        disabled (a suspended account loses its API access with its logins)."""
+        if not tokens.looks_like_token(token):
+            return None
+        query = _TOKEN_ROWS.add_columns(User.enabled)
+        with self._transaction() as session:
+            row = session.execute(
+                query.where(ApiToken.token_hash == tokens.hash_token(token))
+            ).first()
+        if row is None:
+            return None
+        name, user, created, enabled = row
+        if user is not None and not enabled:
+            return None
+        return TokenInfo(name, user, created)

@@ -1,0 +1,107 @@
+"""The admin REST API as an ASGI application, to be mounted at `/api/v1`.
+
+`create_api` builds it around the process's engine; the worker's HTTPS listener mounts it
+(any ASGI server can serve it alone too). The interactive docs pages are off: they load
+their scripts from a CDN, and nothing here may fetch from the internet at run time; the
+OpenAPI document itself is served at `/openapi.json` (under the mount: `/api/v1/openapi.json`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from mailstack.api import problems
+from mailstack.api.auth import Caller
+from mailstack.api.limits import BodyLimit
+from mailstack.api.routes import aliases, domains, sieve, users
+from mailstack.api.schemas import CallerOut
+from mailstack.settings.values import DkimSelectors
+from mailstack.sieve.check import check_script
+from mailstack.store import MailStore
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from mailstack.store.service import Checker
+
+MOUNT_PATH = "/api/v1"
+API_VERSION = "1"
+DESCRIPTION = """\
+Domains, users, aliases, Sieve scripts and DKIM records of a mailstack server, through the
+same datastore rules as the `mailstack` admin commands.
+
+Authenticate with `Authorization: Bearer TOKEN`, a token from
+`mailstack token create NAME [--user ADDRESS]`. An admin token may do everything; a user
+token only its user's password, the aliases delivering to the user, and the user's Sieve
+scripts. Errors are RFC 9457 `application/problem+json`; a 422 names the field at fault.
+"""
+
+
+def create_api(
+    engine: Engine,
+    *,
+    dkim_keys: Path,
+    dkim_selectors: DkimSelectors | None = None,
+    sieve_checker: Checker = check_script,
+) -> FastAPI:
+    """The API over `engine` (already migrated: the caller opens it with `open_engine`).
+
+    `dkim_keys` is the OpenDKIM key folder (`Paths.dkim_keys`), `dkim_selectors` DKIM_SELECTOR
+    as the settings parsed it (default: `mail` for every domain), `sieve_checker` what
+    compiles uploaded scripts.
+    """
+    app = FastAPI(
+        title="mailstack admin API",
+        version=API_VERSION,
+        description=DESCRIPTION,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        servers=[{"url": MOUNT_PATH}],
+        root_path_in_servers=False,
+        responses=problems.COMMON_RESPONSES,
+        generate_unique_id_function=_operation_id,
+    )
+    app.state.store = MailStore(engine)
+    app.state.dkim_keys = dkim_keys
+    app.state.dkim_selectors = dkim_selectors or DkimSelectors()
+    app.state.sieve_checker = sieve_checker
+    problems.install(app)
+    app.add_middleware(BodyLimit)
+    for module in (domains, users, aliases, sieve):
+        app.include_router(module.router)
+    app.add_api_route("/me", me, methods=["GET"], tags=["tokens"], summary="Who the token is")
+    _document_problems(app)
+    return app
+
+
+def _operation_id(route: APIRoute) -> str:
+    """The function's name (`add_user`), not FastAPI's `add_user_users_post`."""
+    return route.name
+
+
+def me(caller: Caller) -> CallerOut:
+    return CallerOut(token=caller.name, user=caller.user, admin=caller.admin)
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Add the Problem schema the error responses refer to (FastAPI only adds the schemas
+    of response models, and errors are not response models)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        found = problems.Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        extra = {"Problem": found, **found.pop("$defs", {})}
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(extra)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

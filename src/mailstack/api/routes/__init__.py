@@ -1,0 +1,1 @@
+"""One router per resource; `mailstack.api.app` mounts them all."""

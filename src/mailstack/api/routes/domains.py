@@ -1,0 +1,69 @@
+"""`/domains`: hosted domains and their DKIM records (admin tokens only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from mailstack import names
+from mailstack.api.auth import Admin, Store
+from mailstack.api.problems import renamed_fields
+from mailstack.api.schemas import DkimRecordOut, DomainIn, DomainOut
+from mailstack.dkim.keys import dns_record_value, key_path
+from mailstack.settings.values import DkimSelectors
+from mailstack.store import NotFound, StoreUnavailable
+
+router = APIRouter(prefix="/domains", tags=["domains"])
+
+
+@router.get("", summary="List hosted domains")
+def list_domains(store: Store, _: Admin) -> list[DomainOut]:
+    return [DomainOut.model_validate(d) for d in store.list_domains()]
+
+
+@router.post("", status_code=201, summary="Host a new domain")
+def add_domain(body: DomainIn, store: Store, _: Admin) -> DomainOut:
+    with renamed_fields(domain="name"):
+        return DomainOut.model_validate(store.add_domain(body.name))
+
+
+@router.delete("/{domain}", status_code=204, summary="Stop hosting a domain")
+def remove_domain(
+    domain: str,
+    store: Store,
+    _: Admin,
+    cascade: Annotated[
+        bool,
+        Query(description="Also delete its users, aliases and alias domains (else 409)."),
+    ] = False,
+) -> Response:
+    store.remove_domain(domain, cascade=cascade)
+    return Response(status_code=204)
+
+
+@router.get("/{domain}/dkim", summary="The DKIM record to publish for a domain")
+def dkim_record(domain: str, request: Request, store: Store, _: Admin) -> DkimRecordOut:
+    """Read from the domain's private key file (`<domain>.private` in the key folder), the
+    one OpenDKIM signs with; the selector is the one DKIM_SELECTOR gives the domain."""
+    name = names.normalise_domain(domain)
+    if name not in {d.name for d in store.list_domains()}:
+        raise NotFound(f"domain {name} is not hosted here")
+    keys: Path = request.app.state.dkim_keys
+    selectors: DkimSelectors = request.app.state.dkim_selectors
+    private = key_path(keys, name)
+    try:
+        pem = private.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(f"no DKIM key for {name}: {private.name} is not in the key folder") from None
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot read the DKIM key of {name}: {exc.strerror}") from None
+    try:
+        value = dns_record_value(pem)
+    except (ValueError, TypeError):
+        raise StoreUnavailable(f"the DKIM key of {name} is not a PEM private key") from None
+    selector = selectors.for_domain(name)
+    return DkimRecordOut(
+        domain=name, selector=selector, name=f"{selector}._domainkey.{name}", value=value
+    )
