@@ -435,3 +435,21 @@ def test_served_openapi_is_the_one_in_the_repository(api: Api) -> None:
     assert served.json() == checked_in == document()
     assert checked_in["servers"] == [{"url": "/api/v1"}]
     assert checked_in["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_users_set_their_own_spam_filing_and_nobody_elses(api: Api) -> None:
+    """A user token reads and sets its own threshold and filter; another user's is 403;
+    a threshold outside 0-1000 is 422 naming the field."""
+    with api.as_user("alice@example.com") as alice:
+        own = alice.get("/users/alice@example.com/spam")
+        assert own.json() == {"address": "alice@example.com", "threshold": None, "filter": True}
+        answer = alice.put("/users/alice@example.com/spam", json={"threshold": 4, "filter": False})
+        assert answer.status_code == 200, answer.text
+        assert api.store.spam_settings("alice@example.com").threshold == 4
+        assert api.store.spam_settings("alice@example.com").filter is False
+        assert_problem(alice.get("/users/bob@example.com/spam"), 403)
+        assert_problem(alice.put("/users/bob@example.com/spam", json={"filter": False}), 403)
+        assert_problem(
+            alice.put("/users/alice@example.com/spam", json={"threshold": -1}), 422, "threshold"
+        )
+    assert api.store.spam_settings("bob@example.com").filter is True

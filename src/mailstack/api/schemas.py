@@ -80,6 +80,25 @@ class PasswordIn(Body):
     password: str = Field(min_length=1, json_schema_extra={"writeOnly": True})
 
 
+class SpamSettingsIn(Body):
+    threshold: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="rspamd score (a whole number) from which this user's mail goes to Junk; "
+        "null: the server's MAILSTACK_SPAM_JUNK_SCORE.",
+    )
+    filter: bool = Field(
+        default=True, description="false: spam is delivered to the Inbox (nothing to Junk)."
+    )
+
+
+class SpamSettingsOut(Out):
+    address: str
+    threshold: int | None
+    filter: bool
+
+
 class AliasIn(Body):
     source: str = Field(
         description="An address in a hosted domain, or @domain for a catch-all (admins only).",

@@ -1,5 +1,5 @@
 """`/users`: mailboxes. Admins manage them all; a user token sees and changes only its own
-user's password."""
+user's password and spam filing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query, Response
 
 from mailstack import names
 from mailstack.api.auth import Admin, Caller, Store, require_self
-from mailstack.api.schemas import PasswordIn, UserIn, UserOut
+from mailstack.api.schemas import (
+    PasswordIn,
+    SpamSettingsIn,
+    SpamSettingsOut,
+    UserIn,
+    UserOut,
+)
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -47,3 +53,17 @@ def remove_user(address: str, store: Store, _: Admin) -> Response:
 def set_password(address: str, body: PasswordIn, store: Store, caller: Caller) -> Response:
     store.set_password(require_self(caller, address), body.password)
     return Response(status_code=204)
+
+
+@router.get("/{address}/spam", summary="A user's spam filing")
+def get_spam(address: str, store: Store, caller: Caller) -> SpamSettingsOut:
+    return SpamSettingsOut.model_validate(store.spam_settings(require_self(caller, address)))
+
+
+@router.put("/{address}/spam", summary="Set a user's spam filing (applies to the next message)")
+def set_spam(address: str, body: SpamSettingsIn, store: Store, caller: Caller) -> SpamSettingsOut:
+    """Both fields are set; what the MX refuses stays refused for everyone."""
+    found = store.set_spam(
+        require_self(caller, address), threshold=body.threshold, enabled=body.filter
+    )
+    return SpamSettingsOut.model_validate(found)
