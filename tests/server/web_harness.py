@@ -38,6 +38,14 @@ class Running:
 
         threading.Thread(target=pump, daemon=True).start()
 
+    def output(self) -> str:
+        """Every line so far (waits consume none of them)."""
+        while True:
+            try:
+                self.seen.append(self.lines.get_nowait())
+            except queue.Empty:
+                return "".join(self.seen)
+
     def wait_line(self, pattern: str, timeout: float = 60) -> re.Match[str]:
         """The first line (seen since the last wait) that matches `pattern`."""
         deadline = time.monotonic() + timeout
@@ -75,6 +83,10 @@ class Pebble:
     directory: str
     ca_file: Path  # trust for Pebble's own HTTPS (made with trustme)
     management: str  # https://127.0.0.1:PORT: /roots/0 is the root that signs certificates
+    process: Running | None = None
+
+    def log(self) -> str:
+        return self.process.output() if self.process else ""
 
     def issuing_root(self) -> str:
         """The PEM of the root Pebble signs with (a new one each run)."""
@@ -123,5 +135,8 @@ def pebble(folder: Path, http_port: int) -> Iterator[Pebble]:
         with running([*argv, f"127.0.0.1:{dns}"], env) as server:
             server.wait_line(r"ACME directory available", 30)
             yield Pebble(
-                f"https://127.0.0.1:{listen}/dir", ca_file, f"https://127.0.0.1:{management}"
+                f"https://127.0.0.1:{listen}/dir",
+                ca_file,
+                f"https://127.0.0.1:{management}",
+                server,
             )

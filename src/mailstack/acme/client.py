@@ -8,6 +8,7 @@ answers an existing key with its URL), so nothing else about it needs storing.
 from __future__ import annotations
 
 import datetime
+import encodings.idna  # noqa: F401 - used by requests for names; loaded before the worker drops root
 import logging
 from pathlib import Path
 from typing import cast

@@ -62,12 +62,19 @@ class AcmeRenewer:
         while True:
             request = self.files.take_renewal_request()
             if request is not None or time.monotonic() >= next_check:
-                if await self.check(force=request == "force"):
+                if await self._check_logged(force=request == "force"):
                     next_check, retry = time.monotonic() + self.check_every, RETRY_START
                 else:
                     log.info("next certificate attempt in %.0f s", retry)
                     next_check, retry = time.monotonic() + retry, min(retry * 2, RETRY_MAX)
             await asyncio.sleep(REQUEST_POLL)
+
+    async def _check_logged(self, force: bool) -> bool:
+        try:
+            return await self.check(force)
+        except Exception:  # a bug must not end renewals for good: logged, then retried
+            log.exception("certificate check failed")
+            return False
 
     def current(self) -> CertificateInfo | None:
         try:
@@ -89,7 +96,7 @@ class AcmeRenewer:
             )
             return True
         log.info("ordering a certificate for %s: %s", ", ".join(self.names), reason)
-        from mailstack.acme.client import AcmeError, obtain  # the `acme` library: on first use
+        from mailstack.acme.client import AcmeError, obtain  # imported by the worker already
 
         try:
             chain, key = await asyncio.to_thread(obtain, self.account, self.files, self.names)

@@ -65,6 +65,9 @@ class Plan:
     syslog_path: str | None = None  # where daemons that only log to syslog send their lines
     metrics_listen: str | None = None
     secrets: list[str] = field(default_factory=list, repr=False)  # redacted from every line
+    #: TLS files whose change (a renewal, a replaced Secret) runs `tls_reload`'s commands
+    tls_watch: list[str] = field(default_factory=list)
+    tls_reload: list[list[str]] = field(default_factory=list)
 
 
 def dump(plan: Plan) -> bytes:
@@ -104,4 +107,6 @@ def load(raw: bytes) -> Plan:
         syslog_path=data["syslog_path"],
         metrics_listen=data["metrics_listen"],
         secrets=list(data["secrets"]),
+        tls_watch=list(data.get("tls_watch", [])),
+        tls_reload=[list(command) for command in data.get("tls_reload", [])],
     )

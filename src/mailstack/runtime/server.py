@@ -11,6 +11,7 @@ Restart budget, back-off and the graceful stop are the relay's (see supervisor.p
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import logging
 import os
@@ -198,7 +199,12 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
     if found == []:
         log.warning("no domains in the datastore yet: add one with `mailstack domain add`")
     if settings.tls_cert_file is None:
-        ensure_certificate(paths.tls, settings.myhostname)
+        self_signed = ensure_certificate(paths.tls, settings.myhostname)
+        if settings.acme_email:
+            from mailstack.acme.files import AcmeFiles
+            from mailstack.acme.setup import prepare_acme_folder
+
+            prepare_acme_folder(AcmeFiles(paths.acme), self_signed, WORKER_USER)
     keys = _server_keys(settings, paths, domains)
     for key in keys:
         make_readable_by_opendkim(key.private_key)
@@ -258,12 +264,53 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
             argv += ["--greylist-allow-domain", domain]
         probes.append(Probe("unix", str(paths.greylist_socket)))
     managesieve = settings.listen_managesieve
-    if managesieve is not None:
+    if managesieve is not None or settings.listen_https is not None:
         cert, key = tls_files(settings, paths)
-        argv += ["--managesieve", str(managesieve), "--cert", cert, "--key", key]
+        argv += ["--cert", cert, "--key", key]
+    if managesieve is not None:
+        argv += ["--managesieve", str(managesieve)]
         probes.append(Probe("tcp", str(managesieve)))
+    web_argv, web_probes = web_options(settings, paths)
+    argv += web_argv
+    probes += web_probes
     # not critical: while it is down the MX answers 4xx and IMAP logins fail, nothing is lost
     return Process("worker", argv, env, probes, log_parser="worker", critical=False)
+
+
+def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list[Probe]]:
+    """The worker's options and probes for its HTTP/HTTPS listeners and ACME."""
+    argv: list[str] = []
+    probes: list[Probe] = []
+    for option, address in (("--http", settings.listen_http), ("--https", settings.listen_https)):
+        if address is not None:
+            argv += [option, str(address)]
+            probes.append(Probe("tcp", str(address)))
+    if not argv:
+        return argv, probes
+    argv += ["--hostname", settings.myhostname, "--mta-sts-mode", settings.mta_sts_mode]
+    for name in ("imaps", "imap", "submissions", "submission"):
+        address = getattr(settings, f"listen_{name}")
+        if address is not None:
+            argv += ["--client-port", f"{name}={address.port}"]
+    if settings.acme_email and settings.tls_cert_file is None:
+        argv += ["--acme-folder", str(paths.acme), "--acme-email", settings.acme_email]
+        argv += ["--acme-directory", settings.acme_directory]
+        if settings.acme_ca_file is not None:
+            argv += ["--acme-ca-file", str(settings.acme_ca_file)]
+        for name in settings.certificate_names:
+            argv += ["--acme-name", name]
+    return argv, probes
+
+
+def tls_reload(settings: ServerSettings, paths: Paths) -> tuple[list[str], list[list[str]]]:
+    """(files the supervisor watches, commands it runs when one changes): a renewed or
+    replaced certificate reaches Postfix and Dovecot without dropping open sessions."""
+    cert, key = tls_files(settings, paths)
+    commands = [
+        ["postfix", "-c", str(paths.postfix_config), "reload"],
+        ["doveadm", "-c", str(paths.server_config / "dovecot.conf"), "reload"],
+    ]
+    return [cert, key], commands
 
 
 def dovecot_process(settings: ServerSettings, paths: Paths) -> Process:
@@ -297,9 +344,11 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
     password = settings.relayhost_password
     secrets = [password.get_secret_value()] if password else []
     ready_on = settings.listen_submission or settings.listen_smtp
-    return assemble_plan(
+    plan = assemble_plan(
         "server", settings, processes, postfix, ready_on=ready_on, syslog=syslog, secrets=secrets
     )
+    watch, commands = tls_reload(settings, paths)
+    return dataclasses.replace(plan, tls_watch=watch, tls_reload=commands)
 
 
 def mail_folder(paths: Paths, address: str) -> Path:

@@ -76,6 +76,8 @@ def web_services(
 
 
 def _renewer(args: argparse.Namespace, context: ssl.SSLContext | None) -> Service:
+    # imported while still root: after the drop, Python's own library may be out of reach
+    import mailstack.acme.client  # noqa: F401
     from mailstack.acme.files import AcmeAccount, AcmeFiles
     from mailstack.acme.renewer import AcmeRenewer
 
