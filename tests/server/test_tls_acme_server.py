@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import json
 import re
 import shutil
 import smtplib
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 from cryptography import x509
 from mailserver import PASSWORD, MailServer, Ports, running_server, server_env
-from tests.helpers import private_root, wait_for
+from tests.helpers import MAILSTACK, private_root, wait_for
 from web_harness import Pebble, pebble
 
 from mailstack.acme.files import AcmeFiles
@@ -130,7 +132,15 @@ def test_forced_renewal_keeps_open_sessions(world: World) -> None:
         smtp.starttls(context=world.chain_only())
         smtp.login(USER, PASSWORD)
         reloads = world.server.log.count("reloading Postfix and Dovecot")
-        world.files.request_renewal(force=True)
+        asked = subprocess.run(
+            [*MAILSTACK, "tls", "renew", "--force"],
+            env=world.server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert asked.returncode == 0, asked.stderr
         wait_for(
             lambda: len(world.issued_serials()) >= 2 and world.issued_serials()[-1] != first,
             60,
@@ -156,3 +166,31 @@ def test_forced_renewal_keeps_open_sessions(world: World) -> None:
         for close in (imap.logout, smtp.quit):
             with contextlib.suppress(OSError, imaplib.IMAP4.error, smtplib.SMTPException):
                 close()
+
+
+def test_tls_show_lists_the_certificate_in_use(world: World) -> None:
+    wait_for(lambda: bool(world.issued_serials()), 60, "a certificate")
+    wait_for(lambda: presents(world, world.issued_serials()[-1]), 30, "it served")
+    shown = subprocess.run(
+        [*MAILSTACK, "tls", "show", "--json"],
+        env=world.server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    [record] = json.loads(shown.stdout)
+    assert record["serial"] == f"{world.serial(world.ports.imaps):x}"
+    assert record["issuer"].startswith("Pebble Intermediate CA")
+    assert set(record["names"]) == {HOSTNAME, "mta-sts.example.com"}
+    assert record["source"].startswith("ACME (https://127.0.0.1:")
+    table = subprocess.run(
+        [*MAILSTACK, "tls", "show"],
+        env=world.server.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert record["serial"] in table.stdout

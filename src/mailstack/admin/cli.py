@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.admin import aliases, dkim, dns, domains, sieve, users
+from mailstack.admin import aliases, dkim, dns, domains, sieve, tls, users
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -18,6 +18,7 @@ GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("alias", aliases.app),
     ("sieve", sieve.app),
     ("dkim", dkim.app),
+    ("tls", tls.app),
 )
 
 
