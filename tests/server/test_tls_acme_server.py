@@ -100,6 +100,14 @@ def world() -> Iterator[World]:
                 yield World(mail, ports, root_pem, server)
 
 
+def mailstack(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI as an admin runs it on the server (same environment)."""
+    argv = [*MAILSTACK, *args]
+    return subprocess.run(
+        argv, env=world.server.env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def presents(world: World, serial: int) -> bool:
     try:
         return (
@@ -132,14 +140,7 @@ def test_forced_renewal_keeps_open_sessions(world: World) -> None:
         smtp.starttls(context=world.chain_only())
         smtp.login(USER, PASSWORD)
         reloads = world.server.log.count("reloading Postfix and Dovecot")
-        asked = subprocess.run(
-            [*MAILSTACK, "tls", "renew", "--force"],
-            env=world.server.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        asked = mailstack(world, "tls", "renew", "--force")
         assert asked.returncode == 0, asked.stderr
         wait_for(
             lambda: len(world.issued_serials()) >= 2 and world.issued_serials()[-1] != first,
@@ -171,26 +172,12 @@ def test_forced_renewal_keeps_open_sessions(world: World) -> None:
 def test_tls_show_lists_the_certificate_in_use(world: World) -> None:
     wait_for(lambda: bool(world.issued_serials()), 60, "a certificate")
     wait_for(lambda: presents(world, world.issued_serials()[-1]), 30, "it served")
-    shown = subprocess.run(
-        [*MAILSTACK, "tls", "show", "--json"],
-        env=world.server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    shown = mailstack(world, "tls", "show", "--json")
     assert shown.returncode == 0, shown.stderr
     [record] = json.loads(shown.stdout)
     assert record["serial"] == f"{world.serial(world.ports.imaps):x}"
     assert record["issuer"].startswith("Pebble Intermediate CA")
     assert set(record["names"]) == {HOSTNAME, "mta-sts.example.com"}
     assert record["source"].startswith("ACME (https://127.0.0.1:")
-    table = subprocess.run(
-        [*MAILSTACK, "tls", "show"],
-        env=world.server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    table = mailstack(world, "tls", "show")
     assert record["serial"] in table.stdout
