@@ -95,7 +95,7 @@ def test_certificate_from_pebble_renewed_when_due_or_forced_kept_on_failure(
         first_start.wait_line(r"ordering a certificate for .*: the certificate in use is self")
         issued = first_start.wait_line(SERIAL)
         assert "Pebble" in issued[2]
-        first_start.wait_line(r"the worker's TLS listeners use the new certificate")
+        first_start.wait_line(r"the worker's TLS listeners use the certificate in")
         cert = served_certificate(setup.https, root)  # verified: chains to Pebble's root
         assert f"{cert.serial_number:x}" == issued[1]
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -113,7 +113,7 @@ def test_certificate_from_pebble_renewed_when_due_or_forced_kept_on_failure(
         again.wait_line(r"ordering a certificate for .*: renewal forced")
         renewed = again.wait_line(SERIAL)
         assert renewed[1] != issued[1]
-        again.wait_line(r"the worker's TLS listeners use the new certificate")
+        again.wait_line(r"the worker's TLS listeners use the certificate in")
         assert f"{served_certificate(setup.https, root).serial_number:x}" == renewed[1]
 
         # the ACME server is gone: the order fails, the certificate in use stays

@@ -68,6 +68,7 @@ class Plan:
     #: TLS files whose change (a renewal, a replaced Secret) runs `tls_reload`'s commands
     tls_watch: list[str] = field(default_factory=list)
     tls_reload: list[list[str]] = field(default_factory=list)
+    tls_hangup: list[str] = field(default_factory=list)  # processes told by SIGHUP, by name
 
 
 def dump(plan: Plan) -> bytes:
@@ -109,4 +110,5 @@ def load(raw: bytes) -> Plan:
         secrets=list(data["secrets"]),
         tls_watch=list(data.get("tls_watch", [])),
         tls_reload=[list(command) for command in data.get("tls_reload", [])],
+        tls_hangup=list(data.get("tls_hangup", [])),
     )

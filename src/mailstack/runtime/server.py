@@ -348,7 +348,7 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
         "server", settings, processes, postfix, ready_on=ready_on, syslog=syslog, secrets=secrets
     )
     watch, commands = tls_reload(settings, paths)
-    return dataclasses.replace(plan, tls_watch=watch, tls_reload=commands)
+    return dataclasses.replace(plan, tls_watch=watch, tls_reload=commands, tls_hangup=["worker"])
 
 
 def mail_folder(paths: Paths, address: str) -> Path:

@@ -246,6 +246,10 @@ class Supervisor:
                 log.info("the TLS certificate changed: reloading Postfix and Dovecot")
                 for command in self.plan.tls_reload:
                     await self._run_reload(command)
+                for daemon in self.daemons:
+                    if daemon.name in self.plan.tls_hangup and daemon.process is not None:
+                        with contextlib.suppress(ProcessLookupError):
+                            daemon.process.send_signal(signal.SIGHUP)
                 loaded = now
             seen = now
 

@@ -73,6 +73,7 @@ async def serve(args: argparse.Namespace) -> None:
         Service,
         XOAuth2,
         server_tls_context,
+        tls_reloader,
     )
 
     mode = int(args.socket_mode, 8)
@@ -125,6 +126,8 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    # SIGHUP: the certificate files changed (the supervisor saw it): load them again
+    loop.add_signal_handler(signal.SIGHUP, tls_reloader(context, args.cert, args.key))
     started: list[Service] = []
     try:
         # Root was needed only to read the TLS keys above; every socket lives in a folder

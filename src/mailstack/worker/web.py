@@ -8,6 +8,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from mailstack.settings.values import parse_listen
+from mailstack.worker.services import tls_reloader
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -86,9 +87,5 @@ def _renewer(args: argparse.Namespace, context: ssl.SSLContext | None) -> Servic
     files = AcmeFiles(args.acme_folder)
     account = AcmeAccount(args.acme_directory, args.acme_email, args.acme_ca_file)
 
-    def reload() -> None:
-        if context is not None:  # new connections get the new pair; open ones keep theirs
-            context.load_cert_chain(files.cert, files.key)
-            log.info("the worker's TLS listeners use the new certificate")
-
+    reload = tls_reloader(context, args.cert, args.key)  # the live pair, in the server profile
     return AcmeRenewer(account, files, tuple(args.acme_name), reload)
