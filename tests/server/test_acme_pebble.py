@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import getpass
 import shutil
-import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import pytest
 from cryptography import x509
 from server_harness import shared_tempdir
 from tests.helpers import free_port
-from web_harness import Pebble, pebble, running, worker_argv
+from web_harness import Pebble, pebble, peer_certificate, running, worker_argv
 
 from mailstack.acme.files import AcmeFiles
 from mailstack.acme.setup import prepare_acme_folder
@@ -33,15 +32,8 @@ def served_certificate(port: int, trust: str | None) -> x509.Certificate:
     """The certificate the HTTPS listener presents; verified against `trust` when given."""
     if trust is None:
         context = ssl._create_unverified_context()  # noqa: S323 - only to read the self-signed one
-    else:
-        context = ssl.create_default_context(cadata=trust)
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname=NAMES[0]) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
+        return peer_certificate(port, context, NAMES[0])
+    return peer_certificate(port, ssl.create_default_context(cadata=trust), NAMES[0])
 
 
 @dataclass

@@ -11,7 +11,6 @@ import json
 import re
 import shutil
 import smtplib
-import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -21,10 +20,9 @@ import pytest
 from cryptography import x509
 from mailserver import PASSWORD, MailServer, Ports, running_server, server_env
 from tests.helpers import MAILSTACK, private_root, wait_for
-from web_harness import Pebble, pebble
+from web_harness import Pebble, pebble, peer_certificate, store_with_user
 
 from mailstack.acme.files import AcmeFiles
-from mailstack.store import MailStore
 
 pytestmark = [
     pytest.mark.daemons,
@@ -55,13 +53,7 @@ class World:
     def serial(self, port: int) -> int:
         """The serial the listener on `port` presents, verified for HOSTNAME by Pebble's root."""
         trust = ssl.create_default_context(cadata=self.root)
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-            trust.wrap_socket(raw, server_hostname=HOSTNAME) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-        assert der is not None
-        return x509.load_der_x509_certificate(der).serial_number
+        return peer_certificate(port, trust, HOSTNAME).serial_number
 
     def starttls_serial(self, port: int) -> int:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
@@ -80,10 +72,7 @@ class World:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     with private_root() as root:
-        store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
-        store.add_domain("example.com")
-        store.add_user(USER, PASSWORD)
-        store.close()
+        store_with_user(root, "example.com", USER, PASSWORD)
         ports = Ports()
         with pebble(root, ports.http) as server:
             root_pem = server.issuing_root()

@@ -5,7 +5,6 @@ before keeps working."""
 from __future__ import annotations
 
 import imaplib
-import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +15,7 @@ import trustme
 from cryptography import x509
 from mailserver import PASSWORD, MailServer, Ports, running_server, server_env
 from tests.helpers import private_root, wait_for
-
-from mailstack.store import MailStore
+from web_harness import peer_certificate, store_with_user
 
 pytestmark = pytest.mark.daemons
 
@@ -40,13 +38,7 @@ class World:
         return context
 
     def serial(self, port: int) -> int:
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-            self.trust().wrap_socket(raw) as tls,
-        ):
-            der = tls.getpeercert(binary_form=True)
-        assert der is not None
-        return x509.load_der_x509_certificate(der).serial_number
+        return peer_certificate(port, self.trust()).serial_number
 
     def replace(self) -> int:
         """A new pair written over the old files, one after the other, as tools do."""
@@ -63,10 +55,7 @@ class World:
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     with private_root() as root:
-        store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
-        store.add_domain("example.com")
-        store.add_user(USER, PASSWORD)
-        store.close()
+        store_with_user(root, "example.com", USER, PASSWORD)
         ca = trustme.CA()
         cert, key = root / "tls.crt", root / "tls.key"
         issued = ca.issue_cert(HOSTNAME)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import queue
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -18,8 +19,11 @@ from pathlib import Path
 
 import httpx
 import trustme
+from cryptography import x509
 from server_harness import stop_process
 from tests.helpers import free_port
+
+from mailstack.store import MailStore
 
 
 @dataclass
@@ -72,6 +76,29 @@ def running(argv: list[str], env: dict[str, str] | None = None) -> Iterator[Runn
         stop_process(proc)  # type: ignore[arg-type]
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def peer_certificate(
+    port: int, context: ssl.SSLContext, name: str | None = None
+) -> x509.Certificate:
+    """The certificate a TLS listener on loopback presents to a client using `context`."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def store_with_user(root: Path, domain: str, user: str, password: str) -> None:
+    """The server's datastore under `root` with one domain and one user."""
+    store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
+    try:
+        store.add_domain(domain)
+        store.add_user(user, password)
+    finally:
+        store.close()
 
 
 def worker_argv(database: str, *options: str) -> list[str]:
