@@ -46,9 +46,9 @@ def http_app(
         return Response(answer, media_type="application/octet-stream")
 
     async def to_https(request: Request) -> Response:
-        if https_port is None:
-            return PlainTextResponse("not found\n", status_code=404)
         host = request.url.hostname or ""
+        if https_port is None or not host:  # no HTTPS, or no name to send the client to
+            return PlainTextResponse("not found\n", status_code=404)
         netloc = host if https_port == 443 else f"{host}:{https_port}"
         if ":" in host:  # an IPv6 literal
             netloc = f"[{host}]" if https_port == 443 else f"[{host}]:{https_port}"
