@@ -21,7 +21,7 @@ import httpx
 import trustme
 from cryptography import x509
 from server_harness import stop_process
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for
 
 from mailstack.store import MailStore
 
@@ -116,14 +116,22 @@ class Pebble:
         return self.process.output() if self.process else ""
 
     def issuing_root(self) -> str:
-        """The PEM of the root Pebble signs with (a new one each run)."""
-        response = httpx.get(
-            f"{self.management}/roots/0",
-            verify=ssl.create_default_context(cafile=self.ca_file),
-            timeout=10,
-        )
-        response.raise_for_status()
-        return response.text
+        """The PEM of the root Pebble signs with (a new one each run). Pebble logs that it
+        listens a moment before its management listener accepts: asked until it answers."""
+        trust = ssl.create_default_context(cafile=self.ca_file)
+        answers: list[str] = []
+
+        def fetched() -> bool:
+            try:
+                response = httpx.get(f"{self.management}/roots/0", verify=trust, timeout=10)
+            except httpx.ConnectError:
+                return False
+            response.raise_for_status()
+            answers.append(response.text)
+            return True
+
+        wait_for(fetched, 30, f"Pebble's management interface at {self.management}")
+        return answers[0]
 
 
 @contextlib.contextmanager
