@@ -22,7 +22,7 @@ log = logging.getLogger("mailstack.acme")
 
 CHECK_EVERY = 3600.0  # the certificate's dates are read hourly; orders happen when due
 REQUEST_POLL = 2.0  # how often a `mailstack tls renew` request is looked for
-RETRY_START = 60.0
+RETRY_START = 300.0  # Let's Encrypt allows 5 failed validations per name and hour
 RETRY_MAX = 6 * 3600.0
 
 
