@@ -39,6 +39,8 @@ class Process:
     #: while it is down): it is restarted for ever, at most every 30 s, and never takes the
     #: MX and IMAP down with it. A critical process that keeps crashing stops everything.
     critical: bool = True
+    #: its own process group, ended as a whole after it exits (see Daemon.own_group)
+    own_group: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ def _process(data: dict[str, Any]) -> Process:
         ready_timeout=float(data["ready_timeout"]),
         log_parser=data["log_parser"],
         critical=bool(data["critical"]),
+        own_group=bool(data.get("own_group", False)),
     )
 
 

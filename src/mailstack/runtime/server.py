@@ -321,7 +321,8 @@ def dovecot_process(settings: ServerSettings, paths: Paths) -> Process:
     ]
     argv = ["dovecot", "-F", "-c", str(config)]
     env = base_environment(settings, paths)
-    return Process("dovecot", argv, env, probes, log_parser="dovecot")
+    # shutdown_clients = no keeps sessions across a reload; its own group ends them at a stop
+    return Process("dovecot", argv, env, probes, log_parser="dovecot", own_group=True)
 
 
 def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Plan:

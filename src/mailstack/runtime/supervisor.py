@@ -82,6 +82,7 @@ def daemon_for(process: Process) -> Daemon:
         parse_line=parsers.get(process.log_parser, lambda line: LogRecord(name, line)),
         probe=probe,
         ready_timeout=process.ready_timeout,
+        own_group=process.own_group,
     )
 
 
