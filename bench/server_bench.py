@@ -116,7 +116,15 @@ def launch_server(root: Path, smtp: int, **extra: str) -> subprocess.Popen[bytes
             "POSTFIX_myhostname": "mx.example.com",
             **{
                 f"MAILSTACK_LISTEN_{name}": f"127.0.0.1:{free_port()}"
-                for name in ("SUBMISSION", "SUBMISSIONS", "IMAP", "IMAPS", "MANAGESIEVE")
+                for name in (
+                    "SUBMISSION",
+                    "SUBMISSIONS",
+                    "IMAP",
+                    "IMAPS",
+                    "MANAGESIEVE",
+                    "HTTP",
+                    "HTTPS",
+                )
             },
             "MAILSTACK_GREYLIST": "off",  # every message from loopback passes anyway
             **extra,

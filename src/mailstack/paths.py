@@ -106,6 +106,11 @@ class Paths:
         return self.server_config / "tls"
 
     @property
+    def acme(self) -> Path:
+        """ACME's account key, challenges and certificates (worker-owned, see acme/files.py)."""
+        return self.state / "acme"
+
+    @property
     def dovecot_run(self) -> Path:
         """Dovecot's base_dir: its sockets, including auth and LMTP for Postfix."""
         return self.run / "dovecot"

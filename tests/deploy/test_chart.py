@@ -686,6 +686,8 @@ SERVER_PORTS = {
     "imap": 143,
     "imaps": 993,
     "managesieve": 4190,
+    "http": 80,
+    "https": 443,
 }
 SERVER_WRITABLE_PATHS = WRITABLE_PATHS | {"/etc/mailstack", "/var/lib/mailstack"}
 CERT_DIR = "/etc/mailstack/certs"
@@ -827,10 +829,19 @@ def test_server_service_ports_can_move_or_be_left_out() -> None:
         ("submission", 2587, None),
         ("submissions", 465, None),
         ("imaps", 993, None),
+        ("http", 80, None),
+        ("https", 443, None),
     ]
     assert {p["name"] for p in container(manifests)["ports"]} == set(SERVER_PORTS)
     (rule,) = one(manifests, "NetworkPolicy")["spec"]["ingress"]
-    assert [p["port"] for p in rule["ports"]] == ["smtp", "submission", "submissions", "imaps"]
+    assert [p["port"] for p in rule["ports"]] == [
+        "smtp",
+        "submission",
+        "submissions",
+        "imaps",
+        "http",
+        "https",
+    ]
     cluster_ip = render({**values, "service": {"type": "ClusterIP"}})
     assert "nodePort" not in str(one(cluster_ip, "Service", FULLNAME)["spec"]["ports"])
 
@@ -1220,3 +1231,24 @@ def test_server_runs_with_the_charts_read_only_layout(image: str, tmp_path: Path
         assert [s.strip() for s in subjects] == [b"Subject: on the claim"]
     finally:
         pod.remove()
+
+
+def test_server_acme_values_set_the_environment() -> None:
+    """server.acme, server.tls.names and server.mtaSts become the worker's settings; ACME and a
+    certificate Secret together are refused."""
+    values = server(
+        server={
+            "acme": {"email": "postmaster@example.com", "directory": "https://ca.test/dir"},
+            "tls": {"names": ["mta-sts.example.com", "autoconfig.example.com"]},
+            "mtaSts": {"mode": "enforce"},
+        }
+    )
+    found = env_vars(render(values))
+    assert found["MAILSTACK_ACME_EMAIL"]["value"] == "postmaster@example.com"
+    assert found["MAILSTACK_ACME_DIRECTORY"]["value"] == "https://ca.test/dir"
+    assert found["MAILSTACK_TLS_NAMES"]["value"] == "mta-sts.example.com,autoconfig.example.com"
+    assert found["MAILSTACK_MTA_STS_MODE"]["value"] == "enforce"
+    assert "MAILSTACK_ACME_EMAIL" not in env_vars(render(server()))
+    both = server(server={"acme": {"email": "a@example.com"}, "tls": {"secretName": "cert"}})
+    with pytest.raises(Exception, match="choose one source of the certificate"):
+        render(both)

@@ -384,7 +384,8 @@ def test_server_profile_receives_mail_and_serves_imap(pod: Podman) -> None:
         store.add_user("alice@example.com", "container password")
     finally:
         store.close()
-    ports = {name: free_port() for name in ("SMTP", "SUBMISSIONS", "IMAP", "IMAPS", "MANAGESIEVE")}
+    names = ("SMTP", "SUBMISSIONS", "IMAP", "IMAPS", "MANAGESIEVE", "HTTP", "HTTPS")
+    ports = {name: free_port() for name in names}
     env = {f"MAILSTACK_LISTEN_{name}": f"127.0.0.1:{port}" for name, port in ports.items()}
     env.update({"MAILSTACK_PROFILE": "server", "POSTFIX_myhostname": "mx.example.com"})
     # rspamd without DNS (the container has none), its test patterns decide

@@ -30,6 +30,8 @@ class Ports:
     imaps: int = field(default_factory=free_port)
     managesieve: int = field(default_factory=free_port)
     metrics: int = field(default_factory=free_port)
+    http: int = field(default_factory=free_port)
+    https: int = field(default_factory=free_port)
 
 
 def server_env(root: Path, ports: Ports, **extra: str) -> dict[str, str]:
@@ -43,6 +45,8 @@ def server_env(root: Path, ports: Ports, **extra: str) -> dict[str, str]:
         "MAILSTACK_LISTEN_IMAP": f"127.0.0.1:{ports.imap}",
         "MAILSTACK_LISTEN_IMAPS": f"127.0.0.1:{ports.imaps}",
         "MAILSTACK_LISTEN_MANAGESIEVE": f"127.0.0.1:{ports.managesieve}",
+        "MAILSTACK_LISTEN_HTTP": f"127.0.0.1:{ports.http}",
+        "MAILSTACK_LISTEN_HTTPS": f"127.0.0.1:{ports.https}",
         "POSTFIX_myhostname": "mx.example.com",
         "MAILSTACK_STOP_TIMEOUT": "5",
         # rspamd is tested on its own (test_spam_server.py): the other tests keep the MX

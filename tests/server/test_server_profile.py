@@ -216,24 +216,49 @@ def test_submitted_mail_is_signed_and_relayed_on_587_and_465(world: World) -> No
         assert verify_dkim(envelope.original_content or envelope.content, world.keys)
 
 
+def on_the_server(world: World, *args: str) -> subprocess.CompletedProcess[str]:
+    """A `mailstack` command run as an administrator on the server: its environment."""
+    env = {**world.server.env, "PATH": os.environ["PATH"]}
+    return subprocess.run(
+        [*MAILSTACK, *args], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+
+
+def test_the_rest_api_is_served_on_https_with_tokens(world: World) -> None:
+    """`mailstack token create` on the server, then the API at https://.../api/v1 of the
+    running server: 401 without the token, the hosted domains and a DKIM record with it."""
+    import httpx
+
+    from mailstack.dkim.keys import parse_txt
+
+    created = on_the_server(world, "token", "create", "ops")
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip().split()[-1]
+    base = f"https://127.0.0.1:{world.ports.https}/api/v1"
+    with httpx.Client(base_url=base, verify=world.server.tls_context(), timeout=30) as client:
+        assert client.get("/domains").status_code == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        domains = client.get("/domains", headers=headers)
+        assert domains.status_code == 200, domains.text
+        assert {"example.com", "example.net"} <= {d["name"] for d in domains.json()}
+        # the worker reads the published record (it may not read OpenDKIM's private key)
+        record = client.get("/domains/example.com/dkim", headers=headers)
+        assert record.status_code == 200, record.text
+        published = parse_txt((world.keys / "example.com.txt").read_text())
+        assert record.json()["value"] == published
+
+
 def test_a_domain_added_while_running_is_signed_at_once(world: World) -> None:
     """`mailstack domain add` on the running server: the key is made, OpenDKIM reads its
     tables again, and the first message from the new domain carries a signature that
     verifies against what `mailstack dkim show` says to publish. No restart."""
     import dkim
 
-    env = {**world.server.env, "PATH": os.environ["PATH"]}
-    added = subprocess.run(
-        [*MAILSTACK, "domain", "add", "later.example"],
-        capture_output=True, text=True, timeout=120, check=False, env=env,
-    )  # fmt: skip
+    added = on_the_server(world, "domain", "add", "later.example")
     assert added.returncode == 0, added.stderr
     assert "OpenDKIM signs its mail now" in added.stdout, added.stdout
     world.store.add_user("zoe@later.example", PASSWORD)
-    shown = subprocess.run(
-        [*MAILSTACK, "dkim", "show", "later.example"],
-        capture_output=True, text=True, timeout=60, check=False, env=env,
-    )  # fmt: skip
+    shown = on_the_server(world, "dkim", "show", "later.example")
     assert shown.returncode == 0, shown.stderr
     published = dict(line.split(":", 1) for line in shown.stdout.splitlines())
     record = published["value"].strip()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.admin import aliases, dkim, dns, domains, sieve, spam, tokens, users
+from mailstack.admin import aliases, dkim, dns, domains, sieve, spam, tls, tokens, users
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -20,6 +20,7 @@ GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("dkim", dkim.app),
     ("spam", spam.app),
     ("token", tokens.app),
+    ("tls", tls.app),
 )
 
 

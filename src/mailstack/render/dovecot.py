@@ -63,6 +63,8 @@ ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
 ssl_min_protocol = TLSv1.2
+# a reload (a renewed certificate) keeps open IMAP sessions; new ones get the new pair
+shutdown_clients = no
 disable_plaintext_auth = yes
 auth_mechanisms = plain login
 auth_username_format = %Lu

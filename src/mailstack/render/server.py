@@ -63,9 +63,12 @@ def mx_recipient_restrictions(settings: ServerSettings, paths: Paths) -> str:
 
 
 def tls_files(settings: ServerSettings, paths: Paths) -> tuple[str, str]:
-    """(certificate, key): the user's files, or the self-signed pair made on first start."""
+    """(certificate, key): the user's files, ACME's live pair (self-signed until the first
+    certificate is issued), or the self-signed pair made on first start."""
     if settings.tls_cert_file and settings.tls_key_file:
         return str(settings.tls_cert_file), str(settings.tls_key_file)
+    if settings.acme_email:
+        return str(paths.acme / "live/fullchain.pem"), str(paths.acme / "live/key.pem")
     return str(paths.tls / "cert.pem"), str(paths.tls / "key.pem")
 
 

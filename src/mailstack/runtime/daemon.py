@@ -46,6 +46,8 @@ class Daemon:
         self.parse_line = parse_line
         self.probe = probe
         self.ready_timeout = ready_timeout
+        #: started in a process group of its own, ended as a whole once it exits: for a
+        #: daemon whose children may outlive it (Dovecot's sessions, kept across reloads)
         self.own_group = own_group
         self.process: asyncio.subprocess.Process | None = None
         self.tail: deque[str] = deque(maxlen=20)
@@ -63,7 +65,14 @@ class Daemon:
         """Whether the process was started and has not exited (yet)."""
         return self.process is not None and self.process.returncode is None
 
+    def end_group(self) -> None:
+        """SIGTERM to what is left of an own-group daemon's process group."""
+        if self.own_group and self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+
     async def start(self) -> None:
+        self.end_group()  # a crashed run's children must not linger beside the new one
         self.process = await asyncio.create_subprocess_exec(
             *self.argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -72,7 +81,7 @@ class Daemon:
             env=self.env,
             limit=1 << 20,
             preexec_fn=die_with_parent,
-            process_group=0 if self.own_group else None,
+            start_new_session=self.own_group,
         )
         assert self.process.stdout is not None  # noqa: S101 - we asked for pipes
         assert self.process.stderr is not None  # noqa: S101
@@ -174,6 +183,7 @@ class Daemon:
                 log.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
                 self.signal(signal.SIGKILL)
                 await self.wait_exit()
+        self.end_group()
         await self.drain_output()
         for task in self._pumps:
             task.cancel()

@@ -80,6 +80,10 @@ class Plan:
     metrics_listen: str | None = None
     secrets: list[str] = field(default_factory=list, repr=False)  # redacted from every line
     jobs: list[Job] = field(default_factory=list)
+    #: TLS files whose change (a renewal, a replaced Secret) runs `tls_reload`'s commands
+    tls_watch: list[str] = field(default_factory=list)
+    tls_reload: list[list[str]] = field(default_factory=list)
+    tls_hangup: list[str] = field(default_factory=list)  # processes told by SIGHUP, by name
 
 
 def dump(plan: Plan) -> bytes:
@@ -121,4 +125,7 @@ def load(raw: bytes) -> Plan:
         metrics_listen=data["metrics_listen"],
         secrets=list(data["secrets"]),
         jobs=[Job(j["name"], list(j["argv"]), dict(j["env"]), j["at"]) for j in data["jobs"]],
+        tls_watch=list(data.get("tls_watch", [])),
+        tls_reload=[list(command) for command in data.get("tls_reload", [])],
+        tls_hangup=list(data.get("tls_hangup", [])),
     )

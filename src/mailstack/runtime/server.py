@@ -229,7 +229,12 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
     if found == []:
         log.warning("no domains in the datastore yet: add one with `mailstack domain add`")
     if settings.tls_cert_file is None:
-        ensure_certificate(paths.tls, settings.myhostname)
+        self_signed = ensure_certificate(paths.tls, settings.myhostname)
+        if settings.acme_email:
+            from mailstack.acme.files import AcmeFiles
+            from mailstack.acme.setup import prepare_acme_folder
+
+            prepare_acme_folder(AcmeFiles(paths.acme), self_signed, WORKER_USER)
     keys = refresh_dkim(settings, paths, domains)
     materialise(render_server_postfix(settings, paths, dkim_enabled=True))
     materialise(render_dovecot(settings, paths))
@@ -320,12 +325,56 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
         argv += ["--spam-spool", str(paths.spam_spool)]
         argv += ["--rspamd-controller", str(prepared.spam.controller_socket)]
     managesieve = settings.listen_managesieve
-    if managesieve is not None:
+    if managesieve is not None or settings.listen_https is not None:
         cert, key = tls_files(settings, paths)
-        argv += ["--managesieve", str(managesieve), "--cert", cert, "--key", key]
+        argv += ["--cert", cert, "--key", key]
+    if managesieve is not None:
+        argv += ["--managesieve", str(managesieve)]
         probes.append(Probe("tcp", str(managesieve)))
+    web_argv, web_probes = web_options(settings, paths)
+    argv += web_argv
+    probes += web_probes
     # not critical: while it is down the MX answers 4xx and IMAP logins fail, nothing is lost
     return Process("worker", argv, env, probes, log_parser="worker", critical=False)
+
+
+def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list[Probe]]:
+    """The worker's options and probes for its HTTP/HTTPS listeners and ACME."""
+    argv: list[str] = []
+    probes: list[Probe] = []
+    for option, address in (("--http", settings.listen_http), ("--https", settings.listen_https)):
+        if address is not None:
+            argv += [option, str(address)]
+            probes.append(Probe("tcp", str(address)))
+    if not argv:
+        return argv, probes
+    argv += ["--hostname", settings.myhostname, "--mta-sts-mode", settings.mta_sts_mode]
+    if settings.listen_https is not None:  # the admin REST API at /api/v1
+        argv += ["--api", "--dkim-keys", str(paths.dkim_keys)]
+        argv += ["--dkim-selector", settings.dkim_selectors.text]
+    for name in ("imaps", "imap", "submissions", "submission"):
+        address = getattr(settings, f"listen_{name}")
+        if address is not None:
+            argv += ["--client-port", f"{name}={address.port}"]
+    if settings.acme_email and settings.tls_cert_file is None:
+        argv += ["--acme-folder", str(paths.acme), "--acme-email", settings.acme_email]
+        argv += ["--acme-directory", settings.acme_directory]
+        if settings.acme_ca_file is not None:
+            argv += ["--acme-ca-file", str(settings.acme_ca_file)]
+        for name in settings.certificate_names:
+            argv += ["--acme-name", name]
+    return argv, probes
+
+
+def tls_reload(settings: ServerSettings, paths: Paths) -> tuple[list[str], list[list[str]]]:
+    """(files the supervisor watches, commands it runs when one changes): a renewed or
+    replaced certificate reaches Postfix and Dovecot without dropping open sessions."""
+    cert, key = tls_files(settings, paths)
+    commands = [
+        ["postfix", "-c", str(paths.postfix_config), "reload"],
+        ["doveadm", "-c", str(paths.server_config / "dovecot.conf"), "reload"],
+    ]
+    return [cert, key], commands
 
 
 def dovecot_process(settings: ServerSettings, paths: Paths) -> Process:
@@ -336,7 +385,8 @@ def dovecot_process(settings: ServerSettings, paths: Paths) -> Process:
     ]
     argv = ["dovecot", "-F", "-c", str(config)]
     env = base_environment(settings, paths)
-    return Process("dovecot", argv, env, probes, log_parser="dovecot")
+    # shutdown_clients = no keeps sessions across a reload; its own group ends them at a stop
+    return Process("dovecot", argv, env, probes, log_parser="dovecot", own_group=True)
 
 
 def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Plan:
@@ -364,6 +414,8 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
     plan = assemble_plan(
         "server", settings, processes, postfix, ready_on=ready_on, syslog=syslog, secrets=secrets
     )
+    watch, commands = tls_reload(settings, paths)
+    plan = replace(plan, tls_watch=watch, tls_reload=commands, tls_hangup=["worker"])
     if prepared.spam is not None and settings.spam_train_at is not None:
         plan = replace(plan, jobs=[spam_training_job(settings, paths, prepared)])
     return plan

@@ -39,6 +39,9 @@ RESTART_BUDGET = 5
 RESTART_WINDOW = 300.0
 BACKOFF_START = 0.5
 BACKOFF_MAX = 30.0
+#: How often the TLS files are looked at; a change is acted on once two looks agree, so a
+#: certificate and key replaced one after the other are loaded as a pair.
+TLS_WATCH_SECONDS = 5.0
 
 
 def syslog_path(root: Path, private_dev: Path) -> tuple[Path, bool]:
@@ -123,6 +126,8 @@ class Supervisor:
             await self._start_all()
             log.info("%s", self.plan.ready_message)
             jobs = [asyncio.create_task(self._schedule(job)) for job in self.plan.jobs]
+            if self.plan.tls_watch:  # background tasks, cancelled at stop like the jobs
+                jobs.append(asyncio.create_task(self._watch_tls()))
             await self._watch()
             return ExitCode.OK
         finally:
@@ -252,6 +257,54 @@ class Supervisor:
                 log.log(level, "%s ended (code %s)", job.name, code)
         finally:
             await runner.stop()
+
+    def _tls_signature(self) -> tuple[tuple[int, int, int], ...]:
+        found = []
+        for name in self.plan.tls_watch:
+            try:
+                info = Path(name).stat()  # through ACME's `live` link: a new pair is a new inode
+                found.append((info.st_ino, info.st_mtime_ns, info.st_size))
+            except OSError:
+                found.append((0, 0, 0))
+        return tuple(found)
+
+    async def _watch_tls(self) -> None:
+        """Reload Postfix and Dovecot when the certificate or key changes on disk: new
+        sessions get the new pair, open ones keep theirs (neither daemon restarts)."""
+        loaded = seen = self._tls_signature()
+        while True:
+            await asyncio.sleep(TLS_WATCH_SECONDS)
+            now = self._tls_signature()
+            if now == seen and now != loaded:
+                log.info("the TLS certificate changed: reloading Postfix and Dovecot")
+                for command in self.plan.tls_reload:
+                    await self._run_reload(command)
+                for daemon in self.daemons:
+                    if daemon.name in self.plan.tls_hangup and daemon.process is not None:
+                        with contextlib.suppress(ProcessLookupError):
+                            daemon.process.send_signal(signal.SIGHUP)
+                loaded = now
+            seen = now
+
+    async def _run_reload(self, command: list[str]) -> None:
+        env = self.plan.postfix.process.env
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await asyncio.wait_for(proc.communicate(), 60)
+        except (OSError, TimeoutError) as exc:
+            log.error("%s failed: %s", " ".join(command[:1] + command[-1:]), exc)
+            return
+        if proc.returncode != 0:
+            text = output.decode(errors="replace").strip()
+            log.error(
+                "%s exited %s: %s", " ".join(command[:1] + command[-1:]), proc.returncode, text
+            )
 
     async def _stop_all(self) -> None:
         for daemon in reversed(self.daemons):

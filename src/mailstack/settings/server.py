@@ -10,7 +10,7 @@ from __future__ import annotations
 import pwd
 import socket
 from collections.abc import Iterator, Mapping
-from typing import ClassVar
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -22,6 +22,7 @@ from mailstack.settings.fields import (
     AllowedNetworks,
     Count,
     DailyTime,
+    Domains,
     Flag,
     Listener,
     Number,
@@ -31,10 +32,16 @@ from mailstack.settings.fields import (
     OptionalText,
     SpamFailure,
     Text,
+    parsed,
 )
 from mailstack.settings.values import HostPort
 
 DEFAULT_MESSAGE_SIZE_LIMIT = 50 * 1024 * 1024
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
+MtaStsMode = Annotated[
+    Literal["testing", "enforce", "none"], parsed(lambda raw: raw.strip().lower())
+]
 
 
 class ServerSettings(ProfileSettings):
@@ -48,6 +55,8 @@ class ServerSettings(ProfileSettings):
         "listen_imaps",
         "listen_managesieve",
         "metrics_listen",
+        "listen_http",
+        "listen_https",
     )
 
     myhostname: str = ProfileSettings.field_with("myhostname", default_factory=socket.getfqdn)
@@ -100,6 +109,21 @@ class ServerSettings(ProfileSettings):
     spam_bayes_min_learns: Count = Field(20, alias="MAILSTACK_SPAM_BAYES_MIN_LEARNS")
     #: the nightly training pass, HH:MM local time; None (empty): never
     spam_train_at: DailyTime = Field("03:30", alias="MAILSTACK_SPAM_TRAIN_AT")
+    # the worker's web listeners (ACME challenges, MTA-STS, autoconfig) and ACME
+    listen_http: Listener = Field(HostPort("0.0.0.0", 80), alias="MAILSTACK_LISTEN_HTTP")
+    listen_https: Listener = Field(HostPort("0.0.0.0", 443), alias="MAILSTACK_LISTEN_HTTPS")
+    mta_sts_mode: MtaStsMode = Field("testing", alias="MAILSTACK_MTA_STS_MODE")
+    acme_email: OptionalText = Field(None, alias="MAILSTACK_ACME_EMAIL")
+    acme_directory: Text = Field(LETS_ENCRYPT, alias="MAILSTACK_ACME_DIRECTORY")
+    acme_ca_file: OptionalPath = Field(None, alias="MAILSTACK_ACME_CA_FILE")
+    tls_names: Domains = Field((), alias="MAILSTACK_TLS_NAMES")
+
+    @property
+    def certificate_names(self) -> tuple[str, ...]:
+        """The names the server's certificate is for: myhostname first, then TLS_NAMES."""
+        names = [self.myhostname.lower()]
+        names += [name for name in self.tls_names if name not in names]
+        return tuple(names)
 
     @field_validator("mail_user")
     @classmethod
@@ -134,6 +158,7 @@ class ServerSettings(ProfileSettings):
         yield from super().rules()
         yield from self._tls_files()
         yield from self._spam_scores()
+        yield from self._acme()
         if self.relayhost_username and self.relayhost is None:
             yield Problem(self.variable("relayhost_username"), "is set but RELAYHOST is not")
 
@@ -183,6 +208,16 @@ class ServerSettings(ProfileSettings):
             path = getattr(self, name)
             if path is not None and not path.is_file():
                 yield Problem(self.variable(name), f"file {path} does not exist")
+
+    def _acme(self) -> Iterator[Problem]:
+        if self.acme_email is None:
+            return
+        if self.tls_cert_file is not None:
+            yield Problem(self.variable("acme_email"), "is set with MAILSTACK_TLS_CERT_FILE")
+        if self.listen_http is None:
+            yield Problem(self.variable("acme_email"), "needs MAILSTACK_LISTEN_HTTP (HTTP-01)")
+        if self.acme_ca_file is not None and not self.acme_ca_file.is_file():
+            yield Problem(self.variable("acme_ca_file"), f"file {self.acme_ca_file} does not exist")
 
 
 #: RspamdOptions' names of what the spam settings set, for error messages.

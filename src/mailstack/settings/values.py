@@ -258,6 +258,11 @@ class DkimSelectors:
     def for_domain(self, domain: str) -> str:
         return self.per_domain.get(domain, self.default)
 
+    @property
+    def text(self) -> str:
+        """The DKIM_SELECTOR text that `parse_selectors` turns back into these selectors."""
+        return ",".join([*(f"{d}={s}" for d, s in self.per_domain.items()), self.default])
+
 
 _SELECTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 

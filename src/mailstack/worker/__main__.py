@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--greylist-autoallow", type=int, default=5, help="retries, 0: never")
     parser.add_argument("--greylist-allow-network", action="append", default=[], help="repeat")
     parser.add_argument("--greylist-allow-domain", action="append", default=[], help="repeat")
+    parser.add_argument("--api", action="store_true", help="the REST API at /api/v1 on HTTPS")
+    parser.add_argument("--dkim-keys", type=Path, help="the DKIM key folder (for the API)")
+    parser.add_argument("--dkim-selector", default="mail", help="DKIM_SELECTOR (for the API)")
     parser.add_argument("--spam-spool", type=Path, help="messages users moved, to learn: DIR")
     parser.add_argument("--rspamd-controller", type=Path, help="rspamd's controller socket")
     parser.add_argument("--managesieve", help="ManageSieve listener, address:port")
@@ -41,6 +44,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--key", type=Path, help="TLS private key (PEM)")
     parser.add_argument("--xoauth2", type=Path, help="the relay's XOAUTH2 hop: its config file")
     parser.add_argument("--user", help="system user to become once every socket is bound")
+    web = parser.add_argument_group("web listeners and ACME")
+    web.add_argument("--http", help="HTTP listener (challenges, MTA-STS, autoconfig): address:port")
+    web.add_argument("--https", help="HTTPS listener (needs --cert and --key): address:port")
+    web.add_argument("--hostname", default="localhost", help="the server's name (MX, clients)")
+    web.add_argument("--mta-sts-mode", default="testing", help="testing, enforce or none")
+    web.add_argument(
+        "--client-port", action="append", default=[], help="NAME=PORT of a mail client listener"
+    )
+    web.add_argument("--acme-folder", type=Path, help="ACME state; --cert/--key are its live pair")
+    web.add_argument("--acme-email", help="turns ACME on: the account's contact")
+    web.add_argument("--acme-directory", help="the ACME server's directory URL")
+    web.add_argument("--acme-ca-file", type=Path, help="trust for the ACME server's HTTPS")
+    web.add_argument("--acme-name", action="append", default=[], help="a certificate name")
     parser.add_argument(
         "--migrate",
         action="store_true",
@@ -62,15 +78,19 @@ async def serve(args: argparse.Namespace) -> None:
         Service,
         XOAuth2,
         server_tls_context,
+        tls_reloader,
     )
 
     mode = int(args.socket_mode, 8)
     services: list[Service] = []
     if args.xoauth2:
         services.append(XOAuth2(args.xoauth2))
-    needs_store = bool(args.socketmap or args.dict or args.managesieve or args.greylist)
+    needs_store = bool(
+        args.socketmap or args.dict or args.managesieve or args.greylist or args.http or args.https
+    )
     # the supervisor migrated the schema before starting us: no Alembic in this process
     engine = None
+    lookup: Lookup | None = None
     if needs_store:
         from mailstack.store.engine import create_engine_for
 
@@ -93,10 +113,11 @@ async def serve(args: argparse.Namespace) -> None:
         domains = tuple(args.greylist_allow_domain)
         options = GreylistOptions(args.greylist_delay, args.greylist_autoallow, networks, domains)
         services.append(Greylisting(engine, args.greylist, mode, options))
+    # one context for every Python TLS listener, so that a renewed certificate reaches all
+    context = server_tls_context(args.cert, args.key) if args.cert and args.key else None
     if engine is not None and args.managesieve:
-        if args.cert is None or args.key is None:
+        if context is None:
             raise ValueError("--managesieve needs --cert and --key")
-        context = server_tls_context(args.cert, args.key)
         services.append(ManageSieve(engine, parse_listen(args.managesieve), context))
     if args.spam_spool:
         if args.rspamd_controller is None:
@@ -104,6 +125,11 @@ async def serve(args: argparse.Namespace) -> None:
         from mailstack.spam.learner import SpamLearner
 
         services.append(SpamLearner(args.spam_spool, args.rspamd_controller))
+    if engine is not None and (args.http or args.https):
+        from mailstack.worker.web import web_services
+
+        gateway = lookup.service.gateway if lookup is not None else None
+        services += web_services(args, engine, gateway, context)
     if not services:
         raise ValueError("no service to run: give --socketmap, --dict, --managesieve or --xoauth2")
 
@@ -111,6 +137,8 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    # SIGHUP: the certificate files changed (the supervisor saw it): load them again
+    loop.add_signal_handler(signal.SIGHUP, tls_reloader(context, args.cert, args.key))
     started: list[Service] = []
     try:
         # Root was needed only to read the TLS keys above; every socket lives in a folder

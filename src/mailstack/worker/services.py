@@ -7,12 +7,16 @@ connection only (`mailstack.netserver.Listener`), never the other services.
 
 from __future__ import annotations
 
+import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from mailstack.settings.values import HostPort
+
+log = logging.getLogger("mailstack.worker")
 
 if TYPE_CHECKING:  # each service imports what it needs when it is made
     from sqlalchemy import Engine
@@ -118,6 +122,30 @@ def server_tls_context(cert: Path, key: str | Path) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert, key)
     return context
+
+
+def tls_reloader(
+    context: ssl.SSLContext | None, cert: Path | None, key: Path | None
+) -> Callable[[], None]:
+    """Load a new certificate and key into `context`: new connections get them, open ones
+    keep theirs. A pair that does not load (unreadable, mismatched) is refused as a whole."""
+
+    def reload() -> None:
+        if context is None or cert is None or key is None:
+            return
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)  # try it first
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            log.error(
+                "cannot load %s for the worker's TLS listeners, keeping the loaded one: %s",
+                cert,
+                exc,
+            )
+            return
+        log.info("the worker's TLS listeners use the certificate in %s", cert)
+
+    return reload
 
 
 class ManageSieve:

@@ -194,6 +194,8 @@ arrives from; it is meant to face the internet. */}}
 - {name: imap, port: 143}
 - {name: imaps, port: 993}
 - {name: managesieve, port: 4190}
+- {name: http, port: 80}
+- {name: https, port: 443}
 {{- end }}
 
 {{/* The server's ports that server.service.ports exposes (a null value leaves one out). */}}
@@ -234,6 +236,22 @@ arrives from; it is meant to face the internet. */}}
 - name: MAILSTACK_TLS_KEY_FILE
   value: {{ printf "%s/tls.key" (include "mailstack.certDir" .) }}
 {{- end }}
+{{- with .Values.server.acme.email }}
+- name: MAILSTACK_ACME_EMAIL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.server.acme.directory }}
+- name: MAILSTACK_ACME_DIRECTORY
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.server.tls.names }}
+- name: MAILSTACK_TLS_NAMES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- with .Values.server.mtaSts.mode }}
+- name: MAILSTACK_MTA_STS_MODE
+  value: {{ . | quote }}
+{{- end }}
 {{- with .Values.server.database.existingSecret }}
 - name: MAILSTACK_DATABASE_URL
   valueFrom:
@@ -252,6 +270,9 @@ arrives from; it is meant to face the internet. */}}
 {{- end }}
 {{- if not (include "mailstack.serverServicePorts" . | fromYamlArray) }}
 {{- fail "server.service.ports: expose at least one port" }}
+{{- end }}
+{{- if and .Values.server.acme.email .Values.server.tls.secretName }}
+{{- fail "server.acme.email and server.tls.secretName: choose one source of the certificate" }}
 {{- end }}
 {{- if or .Values.certs.existingSecret .Values.certs.create }}
 {{- fail "certs.* are the relay's: with profile: server name a kubernetes.io/tls Secret in server.tls.secretName" }}

@@ -11,7 +11,7 @@ from mailstack import names
 from mailstack.api.auth import Admin, Store
 from mailstack.api.problems import renamed_fields
 from mailstack.api.schemas import DkimRecordOut, DomainIn, DomainOut
-from mailstack.dkim.keys import dns_record_value, key_path
+from mailstack.dkim.keys import dns_record_value, key_path, parse_txt
 from mailstack.settings.values import DkimSelectors
 from mailstack.store import NotFound, StoreUnavailable
 
@@ -46,7 +46,9 @@ def remove_domain(
 @router.get("/{domain}/dkim", summary="The DKIM record to publish for a domain")
 def dkim_record(domain: str, request: Request, store: Store, _: Admin) -> DkimRecordOut:
     """Read from the domain's private key file (`<domain>.private` in the key folder), the
-    one OpenDKIM signs with; the selector is the one DKIM_SELECTOR gives the domain."""
+    one OpenDKIM signs with; the selector is the one DKIM_SELECTOR gives the domain. The
+    worker (not root) may not read that file: then the public `<domain>.txt` beside it,
+    which is written with the key, gives the record."""
     name = names.normalise_domain(domain)
     if name not in {d.name for d in store.list_domains()}:
         raise NotFound(f"domain {name} is not hosted here")
@@ -57,13 +59,29 @@ def dkim_record(domain: str, request: Request, store: Store, _: Admin) -> DkimRe
         pem = private.read_bytes()
     except FileNotFoundError:
         raise NotFound(f"no DKIM key for {name}: {private.name} is not in the key folder") from None
+    except PermissionError:
+        pem = None
     except OSError as exc:
         raise StoreUnavailable(f"cannot read the DKIM key of {name}: {exc.strerror}") from None
-    try:
-        value = dns_record_value(pem)
-    except (ValueError, TypeError):
-        raise StoreUnavailable(f"the DKIM key of {name} is not a PEM private key") from None
+    value = _published_value(keys, name) if pem is None else _derived_value(pem, name)
     selector = selectors.for_domain(name)
     return DkimRecordOut(
         domain=name, selector=selector, name=f"{selector}._domainkey.{name}", value=value
     )
+
+
+def _derived_value(pem: bytes, name: str) -> str:
+    try:
+        return dns_record_value(pem)
+    except (ValueError, TypeError):
+        raise StoreUnavailable(f"the DKIM key of {name} is not a PEM private key") from None
+
+
+def _published_value(keys: Path, name: str) -> str:
+    try:
+        value = parse_txt((keys / f"{name}.txt").read_text())
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot read the DKIM record of {name}: {exc.strerror}") from None
+    if not value.startswith("v=DKIM1"):
+        raise StoreUnavailable(f"the DKIM record file of {name} holds no record")
+    return value

@@ -1,0 +1,110 @@
+"""The worker's web listeners and ACME service from its options (see __main__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import ssl
+from typing import TYPE_CHECKING
+
+from mailstack.settings.values import parse_listen
+from mailstack.worker.services import tls_reloader
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from starlette.routing import BaseRoute
+
+    from mailstack.lookup.gateway import StoreGateway
+    from mailstack.web.wellknown import IsHosted
+    from mailstack.worker.services import Service
+
+log = logging.getLogger("mailstack.worker")
+
+
+def _client_ports(pairs: list[str]) -> dict[str, int]:
+    ports = {}
+    for pair in pairs:
+        name, _, port = pair.partition("=")
+        ports[name] = int(port)
+    return ports
+
+
+def _hosted_check(engine: Engine, gateway: StoreGateway | None) -> IsHosted:
+    """Whether the datastore hosts a domain (or an alias domain), through the lookup
+    service's gateway when there is one (one pool, the same deadline)."""
+    from mailstack.lookup.gateway import StoreGateway
+    from mailstack.lookup.resolver import Resolver
+
+    store = gateway if gateway is not None else StoreGateway(Resolver(engine))
+
+    def lookup(resolver: Resolver, domain: str) -> bool:
+        return resolver.is_domain(domain) or resolver.alias_domain_target(domain) is not None
+
+    async def is_hosted(domain: str) -> bool:
+        return await store.call(lookup, domain)
+
+    return is_hosted
+
+
+def web_services(
+    args: argparse.Namespace,
+    engine: Engine,
+    gateway: StoreGateway | None,
+    context: ssl.SSLContext | None,
+) -> list[Service]:
+    from mailstack.web.listeners import web_listeners
+    from mailstack.web.site import CLIENT_LISTENERS, Site
+
+    ports = _client_ports(args.client_port)
+    unknown = set(ports) - set(CLIENT_LISTENERS)
+    if unknown:
+        raise ValueError(f"--client-port: unknown listener {', '.join(sorted(unknown))}")
+    site = Site(args.hostname, args.mta_sts_mode, ports)
+    is_hosted = _hosted_check(engine, gateway)
+    challenges = args.acme_folder / "challenges" if args.acme_folder else None
+    services: list[Service] = list(
+        web_listeners(
+            site,
+            is_hosted,
+            http=parse_listen(args.http) if args.http else None,
+            https=parse_listen(args.https) if args.https else None,
+            context=context,
+            challenges=challenges,
+            mounts=_api_mount(args, engine),
+        )
+    )
+    if args.acme_email:
+        services.append(_renewer(args, context))
+    return services
+
+
+def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
+    """The admin REST API at /api/v1 of the HTTPS listener, when asked for."""
+    if not args.api:
+        return []
+    from starlette.routing import Mount
+
+    from mailstack.api.app import MOUNT_PATH, create_api
+    from mailstack.settings.values import parse_selectors
+
+    if args.dkim_keys is None:
+        raise ValueError("--api needs --dkim-keys")
+    api = create_api(
+        engine, dkim_keys=args.dkim_keys, dkim_selectors=parse_selectors(args.dkim_selector)
+    )
+    return [Mount(MOUNT_PATH, app=api)]
+
+
+def _renewer(args: argparse.Namespace, context: ssl.SSLContext | None) -> Service:
+    # imported while still root: after the drop, Python's own library may be out of reach
+    import mailstack.acme.client  # noqa: F401
+    from mailstack.acme.files import AcmeAccount, AcmeFiles
+    from mailstack.acme.renewer import AcmeRenewer
+
+    if args.acme_folder is None or not args.acme_name or not args.acme_directory:
+        raise ValueError("--acme-email needs --acme-folder, --acme-directory and --acme-name")
+    files = AcmeFiles(args.acme_folder)
+    account = AcmeAccount(args.acme_directory, args.acme_email, args.acme_ca_file)
+
+    reload = tls_reloader(context, args.cert, args.key)  # the live pair, in the server profile
+    return AcmeRenewer(account, files, tuple(args.acme_name), reload)
