@@ -295,9 +295,37 @@ def relay_metrics(
     queue_directory: Path,
     daemons: Callable[[], Sequence[Daemon]],
     profile: str = "relay",
+    certificate: Path | None = None,
 ) -> tuple[MailCounter, MetricsServer]:
     """The counter to hook into the log pipeline and the (not yet started) endpoint."""
     counter = MailCounter()
     registry = CollectorRegistry()
     registry.register(RelayCollector(counter, queue_directory, daemons, profile=profile))
+    if certificate is not None:
+        registry.register(CertificateCollector(certificate))
     return counter, MetricsServer(address, registry)
+
+
+class CertificateCollector(Collector):
+    """When the server's certificate (the one its listeners use) stops being valid, read
+    from the file at scrape time: a renewal, or a replaced Secret, shows at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        from cryptography import x509
+
+        family = GaugeMetricFamily(
+            "mailstack_tls_certificate_expiry_timestamp_seconds",
+            "When the server's TLS certificate expires (Unix time); alert well before it.",
+            labels=["subject"],
+        )
+        try:
+            certificate = x509.load_pem_x509_certificate(self.path.read_bytes())
+        except (OSError, ValueError):
+            yield family  # unreadable now: no number rather than a wrong one
+            return
+        subject = certificate.subject.rfc4514_string()
+        family.add_metric([subject], certificate.not_valid_after_utc.timestamp())
+        yield family

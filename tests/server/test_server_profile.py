@@ -636,6 +636,19 @@ def test_metrics_count_deliveries_and_watch_every_daemon(world: World) -> None:
     assert ("profile", "server") in info[0]
 
 
+def test_metrics_show_when_the_certificate_expires(world: World) -> None:
+    """Read from the certificate the listeners use (here the self-signed one)."""
+    from cryptography import x509
+
+    certificate = x509.load_pem_x509_certificate(world.server.certificate.read_bytes())
+    expiry = [
+        value
+        for (name, labels), value in scrape(world).items()
+        if name == "mailstack_tls_certificate_expiry_timestamp_seconds"
+    ]
+    assert expiry == [certificate.not_valid_after_utc.timestamp()]
+
+
 def test_self_signed_certificate_is_made_with_a_warning(world: World) -> None:
     assert world.server.certificate.is_file()
     assert "made a self-signed one" in world.server.log

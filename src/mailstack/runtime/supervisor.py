@@ -158,6 +158,7 @@ class Supervisor:
             Path(self.plan.postfix.queue_dir),
             lambda: tuple(self.daemons),
             self.profile,
+            certificate=Path(self.plan.tls_watch[0]) if self.plan.tls_watch else None,
         )
         self._observe = counter.observe
         self.metrics.start()
