@@ -49,3 +49,11 @@ def test_thunderbird_lists_only_enabled_listeners() -> None:
     outgoing = [(s.findtext("port"), s.findtext("socketType")) for s in root.iter("outgoingServer")]
     assert incoming == [("993", "SSL"), ("143", "STARTTLS")]
     assert outgoing == [("587", "STARTTLS")]
+
+
+def test_the_worker_mounts_the_api_where_its_document_says() -> None:
+    """The worker names the mount path without importing the API (it loads lazily)."""
+    from mailstack.api.app import MOUNT_PATH
+    from mailstack.worker.web import API_PATH
+
+    assert API_PATH == MOUNT_PATH

@@ -11,14 +11,21 @@ from mailstack.settings.values import parse_listen
 from mailstack.worker.services import tls_reloader
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
     from sqlalchemy import Engine
     from starlette.routing import BaseRoute
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from mailstack.lookup.gateway import StoreGateway
     from mailstack.web.wellknown import IsHosted
     from mailstack.worker.services import Service
 
 log = logging.getLogger("mailstack.worker")
+
+#: Where the REST API is mounted (mailstack.api.app.MOUNT_PATH; not imported: see _api_mount)
+API_PATH = "/api/v1"
 
 
 def _client_ports(pairs: list[str]) -> dict[str, int]:
@@ -79,20 +86,39 @@ def web_services(
 
 
 def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
-    """The admin REST API at /api/v1 of the HTTPS listener, when asked for."""
+    """The admin REST API at /api/v1 of the HTTPS listener, when asked for; built at its
+    first request (FastAPI and the API's models cost some 15 MiB that a server whose API
+    nobody calls should not pay)."""
     if not args.api:
         return []
     from starlette.routing import Mount
 
-    from mailstack.api.app import MOUNT_PATH, create_api
-    from mailstack.settings.values import parse_selectors
-
     if args.dkim_keys is None:
         raise ValueError("--api needs --dkim-keys")
-    api = create_api(
-        engine, dkim_keys=args.dkim_keys, dkim_selectors=parse_selectors(args.dkim_selector)
-    )
-    return [Mount(MOUNT_PATH, app=api)]
+    keys: Path = args.dkim_keys
+    selector: str = args.dkim_selector
+
+    def build() -> ASGIApp:
+        from mailstack.api.app import create_api
+        from mailstack.settings.values import parse_selectors
+
+        return create_api(engine, dkim_keys=keys, dkim_selectors=parse_selectors(selector))
+
+    return [Mount(API_PATH, app=LazyApp(build))]
+
+
+class LazyApp:
+    """An ASGI application made by `build` when the first request arrives."""
+
+    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+        self.build = build
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is None:  # one event loop: no other request runs inside build()
+            log.info("loading the REST API")
+            self.app = self.build()
+        await self.app(scope, receive, send)
 
 
 def _renewer(args: argparse.Namespace, context: ssl.SSLContext | None) -> Service:
