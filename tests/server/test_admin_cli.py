@@ -502,3 +502,55 @@ def test_dkim_show_reads_an_existing_key_volume(tmp_path: Path) -> None:
     assert name == "blah._domainkey.example.org"
     assert published.public_numbers() == key.public_key().public_numbers()
     assert not (keys / "example.org.txt").exists()  # show alone writes nothing
+
+
+# -- mailstack init -----------------------------------------------------------------------------
+
+
+def test_init_makes_the_first_account_key_and_token_and_prints_the_records(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    """One command: the domain, an account whose printed password works, an admin token
+    that the API accepts, the DKIM key and every DNS record (DKIM as `dkim show` says)."""
+    env = {"MAILSTACK_ROOT": str(tmp_path), "POSTFIX_myhostname": "mx.example.com"}
+    result = sqlite_cli("init", "example.com", "--user", "Alice@Example.com", env=env)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    password = next(line for line in lines if line.startswith("password: ")).split()[1]
+    token = next(line for line in lines if line.startswith("API token: ")).split()[2]
+    store = MailStore.open(sqlite_cli.database)
+    try:
+        assert store.verify_password("alice@example.com", password)
+        found = store.authenticate_token(token)
+        assert found is not None
+        assert found.user is None  # an admin token
+    finally:
+        store.close()
+    assert "IMAP mx.example.com port 993" in result.out
+    assert "example.com.                    IN MX     10 mx.example.com." in lines
+    shown = subprocess.run(
+        [*MAILSTACK, "dkim", "show", "example.com", "--root", str(tmp_path)],
+        capture_output=True, text=True, timeout=60, check=True, env=_environment(),
+    )  # fmt: skip
+    value = next(line for line in shown.stdout.splitlines() if line.startswith("value:"))
+    published = "".join(
+        part for part in result.out.split('"')[1::2] if "DKIM1" in part or "/" in part
+    )
+    assert value.removeprefix("value:").strip().replace(" ", "")[-40:] in published.replace(" ", "")
+
+    again = sqlite_cli("init", "example.com", "--user", "alice@example.com", env=env)
+    assert again.code == 1
+    assert "alice@example.com already exists" in again.err
+    store = MailStore.open(sqlite_cli.database)
+    try:
+        assert store.verify_password("alice@example.com", password)  # never reset
+    finally:
+        store.close()
+
+
+def test_init_refuses_an_account_outside_the_domain(sqlite_cli: Cli, tmp_path: Path) -> None:
+    result = sqlite_cli(
+        "init", "example.com", "--user", "bob@other.example", env={"MAILSTACK_ROOT": str(tmp_path)}
+    )
+    assert result.code == 2
+    assert "--user: bob@other.example is not in example.com" in result.err

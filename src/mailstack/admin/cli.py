@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.admin import aliases, dkim, dns, domains, sieve, spam, tls, tokens, users
+from mailstack.admin import aliases, dkim, dns, domains, init, sieve, spam, tls, tokens, users
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -29,3 +29,4 @@ def register(app: typer.Typer) -> None:
     for name, group in GROUPS:
         app.add_typer(group, name=name)
     dns.register(app)
+    app.command("init")(init.init)

@@ -33,7 +33,7 @@ def _domain(raw: str) -> str:
         raise AdminError(str(exc), ExitCode.USAGE) from None
 
 
-def _selector(given: str | None, domain: str) -> str:
+def selector_for(given: str | None, domain: str) -> str:
     """--selector, else what DKIM_SELECTOR gives this domain (as the relay signs), else mail."""
     raw = given if given is not None else os.environ.get("DKIM_SELECTOR", DEFAULT_SELECTOR)
     where = "--selector" if given is not None else "DKIM_SELECTOR"
@@ -70,7 +70,8 @@ def _generate(keys_dir: Path, domain: str, selector: str) -> bytes:
     return pem
 
 
-def _record_value(keys_dir: Path, domain: str, selector: str, generate: bool) -> str:
+def record_value(keys_dir: Path, domain: str, selector: str, generate: bool) -> str:
+    """The TXT value for `domain`'s key, made first with `generate` when there is none."""
     from mailstack.dkim.keys import dns_record_value, key_path
 
     private = key_path(keys_dir, domain)
@@ -119,8 +120,8 @@ def show(
     """Print the TXT record to publish for DOMAIN's DKIM key: its name and its value."""
     with reporting():
         name = _domain(domain)
-        chosen = _selector(selector, name)
-        value = _record_value(Paths(root).dkim_keys, name, chosen, generate)
+        chosen = selector_for(selector, name)
+        value = record_value(Paths(root).dkim_keys, name, chosen, generate)
     typer.echo(f"name:  {chosen}._domainkey.{name}")
     typer.echo("type:  TXT")
     typer.echo(f"value: {value}")

@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
     app.command("dns", no_args_is_help=True, epilog=EPILOG)(dns)
 
 
-def _server_name() -> str:
+def server_name() -> str:
     """POSTFIX_myhostname, else HOSTNAME, else the FQDN: the name the server runs with."""
     from mailstack import names
     from mailstack.errors import Problem
@@ -207,7 +207,7 @@ def dns(
 
     with reporting():
         name = names.normalise_domain(domain.rstrip("."), "DOMAIN")
-        server = _server_name()
+        server = server_name()
         ports = _client_ports()
         keys = _dkim_keys(name)
     with open_store(database) as store:
