@@ -14,6 +14,7 @@ comments, an `@` that belongs to no parsed address) is refused rather than guess
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
@@ -86,6 +87,12 @@ def from_addresses(value: str) -> list[str]:
     bare = structure(text)
     if ":" in bare:
         raise UnparsableFrom("group or route syntax")
+    # `ceo@b.example <me@a.example>`: Python versions disagree on what that is (3.11.2 reads
+    # one mailbox, later ones two), so an `@` beside an angle-bracketed address is refused
+    # before asking them
+    for mailbox in bare.split(","):
+        if "<" in mailbox and "@" in re.sub(r"<[^>]*>", "", mailbox):
+            raise UnparsableFrom("text besides the addresses contains '@'")
     parsed = getaddresses([text])
     addresses: list[str] = []
     for _, raw in parsed:
