@@ -54,7 +54,7 @@ def create_api(
     as the settings parsed it (default: `mail` for every domain), `sieve_checker` what
     compiles uploaded scripts.
     """
-    app = FastAPI(
+    app = ProblemDocumentedApi(
         title="mailstack admin API",
         version=API_VERSION,
         description=DESCRIPTION,
@@ -76,7 +76,6 @@ def create_api(
     for module in (domains, users, aliases, sieve):
         app.include_router(module.router)
     app.add_api_route("/me", me, methods=["GET"], tags=["tokens"], summary="Who the token is")
-    _document_problems(app)
     return app
 
 
@@ -89,19 +88,15 @@ def me(caller: Caller) -> CallerOut:
     return CallerOut(token=caller.name, user=caller.user, admin=caller.admin)
 
 
-def _document_problems(app: FastAPI) -> None:
-    """Add the Problem schema the error responses refer to (FastAPI only adds the schemas
-    of response models, and errors are not response models)."""
-    generate = app.openapi
+class ProblemDocumentedApi(FastAPI):
+    """FastAPI whose OpenAPI document also has the Problem schema the error responses refer
+    to (FastAPI adds only the schemas of response models, and errors are not those)."""
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = generate()
-        found = problems.Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-        extra = {"Problem": found, **found.pop("$defs", {})}
-        schema.setdefault("components", {}).setdefault("schemas", {}).update(extra)
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            schema = super().openapi()
+            found = problems.Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            extra = {"Problem": found, **found.pop("$defs", {})}
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(extra)
+            self.openapi_schema = schema
+        return self.openapi_schema
