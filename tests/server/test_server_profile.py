@@ -18,6 +18,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -655,6 +656,48 @@ def test_self_signed_certificate_is_made_with_a_warning(world: World) -> None:
 
 
 # -- settings and lifecycle (own server) --------------------------------------------------
+
+
+def test_the_api_lists_the_queue_with_why_mail_waits() -> None:
+    """Mail to a relay host that refuses connections waits in the queue: the admin API
+    lists it, with Postfix's reason per recipient; a user token may not look."""
+    import httpx
+
+    with private_root() as root:
+        store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
+        try:
+            store.add_domain("example.com")
+            store.add_user("alice@example.com", PASSWORD)
+            admin = {"Authorization": f"Bearer {store.create_token('ops')[1]}"}
+            alice = {"Authorization": f"Bearer {store.create_token('a', 'alice@example.com')[1]}"}
+        finally:
+            store.close()
+        ports = Ports()
+        env = server_env(root, ports, RELAYHOST=f"[127.0.0.1]:{free_port()}")  # nobody there
+        with running_server(root, env) as server:
+            with smtplib.SMTP("127.0.0.1", ports.submission, timeout=30) as client:
+                client.starttls(context=server.tls_context())
+                client.login("alice@example.com", PASSWORD)
+                client.sendmail(
+                    "alice@example.com",
+                    ["far@remote.test"],
+                    message("alice@example.com", "far@remote.test", "wait"),
+                )
+            base = f"https://127.0.0.1:{ports.https}/api/v1"
+            with httpx.Client(base_url=base, verify=server.tls_context(), timeout=30) as api:
+
+                def waiting() -> list[dict[str, Any]]:
+                    answer = api.get("/queue", headers=admin)
+                    assert answer.status_code == 200, answer.text
+                    found: list[dict[str, Any]] = answer.json()
+                    return [m for m in found if m["recipients"][0]["delay_reason"]]
+
+                wait_for(lambda: bool(waiting()), 60, "the message deferred in the queue")
+                [queued] = waiting()
+                assert queued["sender"] == "alice@example.com"
+                assert queued["recipients"][0]["address"] == "far@remote.test"
+                assert "refused" in queued["recipients"][0]["delay_reason"]
+                assert api.get("/queue", headers=alice).status_code == 403
 
 
 def test_bad_server_settings_exit_78_naming_each_variable() -> None:

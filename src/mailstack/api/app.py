@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 from mailstack.api import problems
 from mailstack.api.auth import Caller
 from mailstack.api.limits import BodyLimit
-from mailstack.api.routes import aliases, domains, sieve, users
+from mailstack.api.routes import aliases, domains, queue, sieve, users
 from mailstack.api.schemas import CallerOut
 from mailstack.settings.values import DkimSelectors
 from mailstack.sieve.check import check_script
@@ -47,12 +47,13 @@ def create_api(
     dkim_keys: Path,
     dkim_selectors: DkimSelectors | None = None,
     sieve_checker: Checker = check_script,
+    showq: Path | None = None,
 ) -> FastAPI:
     """The API over `engine` (already migrated: the caller opens it with `open_engine`).
 
     `dkim_keys` is the OpenDKIM key folder (`Paths.dkim_keys`), `dkim_selectors` DKIM_SELECTOR
     as the settings parsed it (default: `mail` for every domain), `sieve_checker` what
-    compiles uploaded scripts.
+    compiles uploaded scripts, `showq` Postfix's `public/showq` socket (the queue listing).
     """
     app = ProblemDocumentedApi(
         title="mailstack admin API",
@@ -71,9 +72,10 @@ def create_api(
     app.state.dkim_keys = dkim_keys
     app.state.dkim_selectors = dkim_selectors or DkimSelectors()
     app.state.sieve_checker = sieve_checker
+    app.state.showq = showq  # None: /queue answers 503
     problems.install(app)
     app.add_middleware(BodyLimit)
-    for module in (domains, users, aliases, sieve):
+    for module in (domains, users, aliases, sieve, queue):
         app.include_router(module.router)
     app.add_api_route("/me", me, methods=["GET"], tags=["tokens"], summary="Who the token is")
     return app

@@ -99,6 +99,24 @@ class SpamSettingsOut(Out):
     filter: bool
 
 
+class QueuedRecipientOut(BaseModel):
+    address: str
+    delay_reason: str | None = Field(
+        default=None, description="Why delivery failed so far, in Postfix's words."
+    )
+
+
+class QueuedMessageOut(BaseModel):
+    """One message in Postfix's queue (as `postqueue -j` lists it)."""
+
+    queue_id: str
+    queue_name: str = Field(description="active, deferred, hold, incoming or maildrop")
+    arrival_time: datetime
+    message_size: int
+    sender: str
+    recipients: list[QueuedRecipientOut]
+
+
 class AliasIn(Body):
     source: str = Field(
         description="An address in a hosted domain, or @domain for a catch-all (admins only).",

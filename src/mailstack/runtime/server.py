@@ -352,6 +352,7 @@ def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list
     if settings.listen_https is not None:  # the admin REST API at /api/v1
         argv += ["--api", "--dkim-keys", str(paths.dkim_keys)]
         argv += ["--dkim-selector", settings.dkim_selectors.text]
+        argv += ["--postfix-queue", str(paths.postfix_queue)]
     for name in ("imaps", "imap", "submissions", "submission"):
         address = getattr(settings, f"listen_{name}")
         if address is not None:

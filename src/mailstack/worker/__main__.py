@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--api", action="store_true", help="the REST API at /api/v1 on HTTPS")
     parser.add_argument("--dkim-keys", type=Path, help="the DKIM key folder (for the API)")
     parser.add_argument("--dkim-selector", default="mail", help="DKIM_SELECTOR (for the API)")
+    parser.add_argument(
+        "--postfix-queue", type=Path, help="Postfix's queue folder: the API lists its queue"
+    )
     parser.add_argument("--spam-spool", type=Path, help="messages users moved, to learn: DIR")
     parser.add_argument("--rspamd-controller", type=Path, help="rspamd's controller socket")
     parser.add_argument("--managesieve", help="ManageSieve listener, address:port")
@@ -144,7 +147,8 @@ async def serve(args: argparse.Namespace) -> None:
         # Root was needed only to read the TLS keys above; every socket lives in a folder
         # or on a port the worker's user may use, and files it creates (token files) are its.
         if args.user:
-            drop_privileges(args.user)
+            # postdrop: Postfix's public/ folder, where showq lists the queue for the API
+            drop_privileges(args.user, ["postdrop"] if args.postfix_queue else [])
         for service in services:
             await service.start()
             started.append(service)

@@ -97,12 +97,14 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
         raise ValueError("--api needs --dkim-keys")
     keys: Path = args.dkim_keys
     selector: str = args.dkim_selector
+    showq: Path | None = args.postfix_queue / "public" / "showq" if args.postfix_queue else None
 
     def build() -> ASGIApp:
         from mailstack.api.app import create_api
         from mailstack.settings.values import parse_selectors
 
-        return create_api(engine, dkim_keys=keys, dkim_selectors=parse_selectors(selector))
+        selectors = parse_selectors(selector)
+        return create_api(engine, dkim_keys=keys, dkim_selectors=selectors, showq=showq)
 
     return [Mount(API_PATH, app=LazyApp(build))]
 
