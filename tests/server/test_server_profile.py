@@ -658,9 +658,10 @@ def test_self_signed_certificate_is_made_with_a_warning(world: World) -> None:
 # -- settings and lifecycle (own server) --------------------------------------------------
 
 
-def test_the_api_lists_the_queue_with_why_mail_waits() -> None:
+def test_the_api_lists_the_queue_and_flushes_it() -> None:
     """Mail to a relay host that refuses connections waits in the queue: the admin API
-    lists it, with Postfix's reason per recipient; a user token may not look."""
+    lists it, with Postfix's reason per recipient; once the relay host is up, a flush
+    delivers it at once (the retry would be minutes away); user tokens get 403."""
     import httpx
 
     with private_root() as root:
@@ -673,7 +674,8 @@ def test_the_api_lists_the_queue_with_why_mail_waits() -> None:
         finally:
             store.close()
         ports = Ports()
-        env = server_env(root, ports, RELAYHOST=f"[127.0.0.1]:{free_port()}")  # nobody there
+        relay = free_port()
+        env = server_env(root, ports, RELAYHOST=f"[127.0.0.1]:{relay}")  # nobody there yet
         with running_server(root, env) as server:
             with smtplib.SMTP("127.0.0.1", ports.submission, timeout=30) as client:
                 client.starttls(context=server.tls_context())
@@ -698,6 +700,13 @@ def test_the_api_lists_the_queue_with_why_mail_waits() -> None:
                 assert queued["recipients"][0]["address"] == "far@remote.test"
                 assert "refused" in queued["recipients"][0]["delay_reason"]
                 assert api.get("/queue", headers=alice).status_code == 403
+                assert api.post("/queue/flush", headers=alice).status_code == 403
+
+                with smtp_sink(relay) as sink:  # the relay host is back
+                    assert api.post("/queue/flush", headers=admin).status_code == 204
+                    [(_, delivered)] = sink.wait_messages(1, timeout=30)
+                    assert delivered["Subject"] == "wait"
+                wait_for(lambda: api.get("/queue", headers=admin).json() == [], 30, "empty")
 
 
 def test_bad_server_settings_exit_78_naming_each_variable() -> None:

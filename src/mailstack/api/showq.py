@@ -1,4 +1,5 @@
-"""The Postfix queue as Postfix's showq service reports it (what `postqueue -j` shows).
+"""The Postfix queue as Postfix's showq service reports it (what `postqueue -j` shows),
+and a flush as `postqueue -f` asks for it.
 
 `postqueue -c DIR` refuses a configuration folder not named in /etc/postfix's
 `alternate_config_directories` (it is setgid), so the worker asks showq directly over
@@ -89,3 +90,19 @@ def read_queue(showq_socket: Path) -> list[QueuedMessage]:
     except OSError as exc:
         raise ShowqError(f"cannot ask showq at {showq_socket}: {exc}") from None
     return parse_showq(b"".join(chunks))
+
+
+#: qmgr's trigger requests: forget which destinations were found dead (F), then scan the
+#: deferred and incoming queues ignoring the retry times (A, D) — what `postqueue -f` asks.
+FLUSH_TRIGGER = b"FAD"
+
+
+def flush_queue(qmgr_socket: Path) -> None:
+    """Ask the running Postfix's queue manager to try every queued message now."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(READ_TIMEOUT)
+            sock.connect(str(qmgr_socket))
+            sock.sendall(FLUSH_TRIGGER)
+    except OSError as exc:
+        raise ShowqError(f"cannot reach the queue manager at {qmgr_socket}: {exc}") from None
