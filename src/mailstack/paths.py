@@ -52,6 +52,16 @@ class Paths:
         return self.under("/run/mailstack")
 
     @property
+    def requests_run(self) -> Path:
+        """Where the unprivileged worker leaves requests for the supervisor (root) as files."""
+        return self.run / "requests"
+
+    @property
+    def dkim_sync_request(self) -> Path:
+        """Created by the worker when a domain was added: the supervisor runs `dkim sync`."""
+        return self.requests_run / "dkim-sync"
+
+    @property
     def opendkim_run(self) -> Path:
         """Folder of the OpenDKIM milter socket: owned by opendkim, group postfix."""
         return self.run / "opendkim"

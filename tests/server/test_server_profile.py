@@ -249,6 +249,32 @@ def test_the_rest_api_is_served_on_https_with_tokens(world: World) -> None:
         assert record.json()["value"] == published
 
 
+def test_a_domain_added_through_the_api_is_signed_at_once(world: World) -> None:
+    """The worker cannot make keys (not root): it asks the supervisor, which runs
+    `mailstack dkim sync`; the first message from the new domain carries a signature."""
+    import httpx
+
+    token = on_the_server(world, "token", "create", "dkim-test").stdout.strip().split()[-1]
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"https://127.0.0.1:{world.ports.https}/api/v1"
+    with httpx.Client(base_url=base, verify=world.server.tls_context(), timeout=30) as api:
+        assert api.post("/domains", json={"name": "api.example"}, headers=headers).is_success
+        user = {"address": "yves@api.example", "password": PASSWORD}
+        assert api.post("/users", json=user, headers=headers).is_success
+        wait_for(
+            lambda: api.get("/domains/api.example/dkim", headers=headers).status_code == 200,
+            30,
+            "the new domain's DKIM key",
+        )
+    wait_for(lambda: "dkim-sync ended (code 0)" in world.server.log, 30, "dkim sync done")
+    before = len(world.sink.messages)
+    submit(world, "yves@api.example", "yves@api.example", "friend@remote.test", "via the api")
+    envelope, msg = world.sink.wait_messages(before + 1)[-1]
+    assert msg["Subject"] == "via the api"
+    assert "d=api.example" in str(msg["DKIM-Signature"]).replace(" ", "")
+    assert verify_dkim(envelope.original_content or envelope.content, world.keys)
+
+
 def test_a_domain_added_while_running_is_signed_at_once(world: World) -> None:
     """`mailstack domain add` on the running server: the key is made, OpenDKIM reads its
     tables again, and the first message from the new domain carries a signature that

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from mailstack.admin.common import AdminError, group, reporting
+from mailstack.admin.common import AdminError, Database, group, open_store, reporting
 from mailstack.errors import ExitCode
 from mailstack.paths import Paths
 from mailstack.settings.values import parse_domain, parse_selectors
@@ -125,3 +125,19 @@ def show(
     typer.echo(f"name:  {chosen}._domainkey.{name}")
     typer.echo("type:  TXT")
     typer.echo(f"value: {value}")
+
+
+@app.command("sync")
+def sync(database: Database = None) -> None:
+    """Give every hosted domain a key (DKIM_AUTOGENERATE) and have the running OpenDKIM read
+    its tables again. Run as root on the server; the server runs it itself when a domain is
+    added through the REST API."""
+    from mailstack.admin.domains import sync_signing
+
+    with open_store(database) as store:
+        hosted = [domain.name for domain in store.list_domains()]
+    signed = sync_signing(hosted)
+    if signed is None:
+        raise typer.Exit(ExitCode.FAILURE)
+    for domain, how in sorted(signed.items()):
+        typer.echo(f"{domain}: {how}")

@@ -34,6 +34,16 @@ def add(name: DomainName, database: Database = None) -> None:
 
 def _sign_for(name: str, hosted: list[str]) -> None:
     """Give the new domain its key and have the running OpenDKIM read its tables again."""
+    keys = sync_signing(hosted)
+    if keys is None or name not in keys:
+        return  # no server here, or DKIM_AUTOGENERATE off and no key of its own
+    typer.echo(f"DKIM key ready ({keys[name]}); publish it: mailstack dkim show {name}")
+
+
+def sync_signing(hosted: list[str]) -> dict[str, str] | None:
+    """On the server under MAILSTACK_ROOT (as root): keys for the hosted domains, OpenDKIM's
+    tables rewritten and reloaded. Domain -> how it is signed; None when nothing was done
+    (said on stderr)."""
     from mailstack.errors import ConfigError
     from mailstack.paths import Paths
     from mailstack.runtime.server import refresh_dkim, reload_opendkim
@@ -42,20 +52,18 @@ def _sign_for(name: str, hosted: list[str]) -> None:
 
     paths = Paths(mailstack_root(os.environ))
     if not (paths.opendkim_config / "opendkim.conf").exists():
-        return  # no server set up here (yet): its first start makes the keys
+        return None  # no server set up here (yet): its first start makes the keys
     if os.geteuid() != 0:
         typer.echo("note: run as root to give it a DKIM key now; else at the next start", err=True)
-        return
+        return None
     try:
         settings = load_server_settings(os.environ)
     except ConfigError as exc:
         typer.echo(f"note: no DKIM key made now ({exc}); the next start makes it", err=True)
-        return
+        return None
     keys = refresh_dkim(settings, paths, hosted)
-    if not any(key.domain == name for key in keys):
-        return  # DKIM_AUTOGENERATE off and no key of its own
-    signing = "OpenDKIM signs its mail now" if reload_opendkim(paths) else "signed from the start"
-    typer.echo(f"DKIM key ready ({signing}); publish it: mailstack dkim show {name}")
+    how = "OpenDKIM signs its mail now" if reload_opendkim(paths) else "signed from the start"
+    return {key.domain: how for key in keys}
 
 
 @app.command("list")

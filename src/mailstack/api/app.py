@@ -8,6 +8,7 @@ OpenAPI document itself is served at `/openapi.json` (under the mount: `/api/v1/
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,12 +49,15 @@ def create_api(
     dkim_selectors: DkimSelectors | None = None,
     sieve_checker: Checker = check_script,
     showq: Path | None = None,
+    on_domain_added: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The API over `engine` (already migrated: the caller opens it with `open_engine`).
 
     `dkim_keys` is the OpenDKIM key folder (`Paths.dkim_keys`), `dkim_selectors` DKIM_SELECTOR
     as the settings parsed it (default: `mail` for every domain), `sieve_checker` what
-    compiles uploaded scripts, `showq` Postfix's `public/showq` socket (the queue listing).
+    compiles uploaded scripts, `showq` Postfix's `public/showq` socket (the queue listing),
+    `on_domain_added` what to do once a domain was added (the worker asks the supervisor
+    for its DKIM key).
     """
     app = ProblemDocumentedApi(
         title="mailstack admin API",
@@ -73,6 +77,7 @@ def create_api(
     app.state.dkim_selectors = dkim_selectors or DkimSelectors()
     app.state.sieve_checker = sieve_checker
     app.state.showq = showq  # None: /queue answers 503
+    app.state.on_domain_added = on_domain_added  # e.g. ask for the new domain's DKIM key
     problems.install(app)
     app.add_middleware(BodyLimit)
     for module in (domains, users, aliases, sieve, queue):

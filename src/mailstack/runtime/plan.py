@@ -58,13 +58,15 @@ class PostfixPlan:
 
 @dataclass(frozen=True)
 class Job:
-    """A command the supervisor runs every day at `at` (HH:MM, local time), its output in
-    the log like a daemon's; a run still going at the next time is not started twice."""
+    """A command the supervisor runs every day at `at` (HH:MM, local time), or whenever the
+    file `trigger` appears (it is removed first: an unprivileged process asks for a root
+    task by creating it). Its output goes to the log like a daemon's; one run at a time."""
 
     name: str
     argv: list[str]
     env: dict[str, str] = field(repr=False)
-    at: str
+    at: str | None = None
+    trigger: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,10 @@ def load(raw: bytes) -> Plan:
         syslog_path=data["syslog_path"],
         metrics_listen=data["metrics_listen"],
         secrets=list(data["secrets"]),
-        jobs=[Job(j["name"], list(j["argv"]), dict(j["env"]), j["at"]) for j in data["jobs"]],
+        jobs=[
+            Job(j["name"], list(j["argv"]), dict(j["env"]), j["at"], j["trigger"])
+            for j in data["jobs"]
+        ],
         tls_watch=list(data.get("tls_watch", [])),
         tls_reload=[list(command) for command in data.get("tls_reload", [])],
         tls_hangup=list(data.get("tls_hangup", [])),

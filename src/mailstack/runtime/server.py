@@ -97,6 +97,7 @@ def _setup_server_dirs(settings: ServerSettings, paths: Paths) -> None:
     ensure_dir(paths.lookup_run, 0o750, WORKER_USER, "postfix")
     ensure_dir(paths.milter_run, 0o750, WORKER_USER, "postfix")
     ensure_dir(paths.policy_run, 0o750, WORKER_USER, "postfix")
+    ensure_dir(paths.requests_run, 0o700, WORKER_USER, WORKER_USER)
     # password hashes for Dovecot's auth process (user dovecot) only; sieve scripts for the
     # mail processes (the mail user)
     ensure_dir(paths.dict_run, 0o750, WORKER_USER, "dovecot")
@@ -351,6 +352,7 @@ def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list
     argv += ["--hostname", settings.myhostname, "--mta-sts-mode", settings.mta_sts_mode]
     if settings.listen_https is not None:  # the admin REST API at /api/v1
         argv += ["--api", "--dkim-keys", str(paths.dkim_keys)]
+        argv += ["--dkim-sync-request", str(paths.dkim_sync_request)]
         argv += ["--dkim-selector", settings.dkim_selectors.text]
         argv += ["--postfix-queue", str(paths.postfix_queue)]
     for name in ("imaps", "imap", "submissions", "submission"):
@@ -417,9 +419,19 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
     )
     watch, commands = tls_reload(settings, paths)
     plan = replace(plan, tls_watch=watch, tls_reload=commands, tls_hangup=["worker"])
+    jobs = [dkim_sync_job(settings, paths, prepared)]
     if prepared.spam is not None and settings.spam_train_at is not None:
-        plan = replace(plan, jobs=[spam_training_job(settings, paths, prepared)])
-    return plan
+        jobs.append(spam_training_job(settings, paths, prepared))
+    return replace(plan, jobs=jobs)
+
+
+def dkim_sync_job(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Job:
+    """`mailstack dkim sync` (as root) when the worker asks: a domain added through the
+    REST API gets its key and is signed at once."""
+    env = base_environment(settings, paths) | settings.dkim_environment()
+    env[DATABASE_ENV] = prepared.database
+    argv = [sys.executable, "-m", "mailstack", "dkim", "sync"]
+    return Job("dkim-sync", argv, env, trigger=str(paths.dkim_sync_request))
 
 
 def spam_training_job(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Job:

@@ -90,6 +90,20 @@ async def _never() -> bool:
     return False
 
 
+#: How often a job's trigger file is looked for.
+TRIGGER_SECONDS = 1.0
+
+
+async def _triggered(path: Path) -> None:
+    """Return once `path` exists, having removed it (requests made meanwhile are one)."""
+    while True:
+        try:
+            path.unlink()  # noqa: ASYNC240 - one fast system call on a local folder
+            return
+        except FileNotFoundError:
+            await asyncio.sleep(TRIGGER_SECONDS)
+
+
 def seconds_until(at: str, now: float) -> float:
     """Seconds from `now` to the next HH:MM local time (tomorrow's when it has passed)."""
     hour, minute = (int(part) for part in at.split(":"))
@@ -245,11 +259,15 @@ class Supervisor:
                 returncode = daemon.process.returncode if daemon.process else None
 
     async def _schedule(self, job: Job) -> None:
-        """Run `job` every day at its time until the supervisor stops."""
+        """Run `job` at its time every day, or when its trigger file appears, until the
+        supervisor stops."""
         runner = Daemon(job.name, job.argv, job.env, lambda line: LogRecord(job.name, line), _never)
         try:
             while True:
-                await asyncio.sleep(seconds_until(job.at, time.time()))
+                if job.trigger is not None:
+                    await _triggered(Path(job.trigger))
+                else:
+                    await asyncio.sleep(seconds_until(str(job.at), time.time()))
                 log.info("running %s", job.name)
                 await runner.start()
                 code = await runner.wait_exit()

@@ -162,6 +162,21 @@ class ServerSettings(ProfileSettings):
         if self.relayhost_username and self.relayhost is None:
             yield Problem(self.variable("relayhost_username"), "is set but RELAYHOST is not")
 
+    def dkim_environment(self) -> dict[str, str]:
+        """The variables that give a `mailstack dkim sync` run by the supervisor the same
+        DKIM settings as this server, and nothing else (no secrets)."""
+        env = {
+            "MAILSTACK_ROOT": str(self.root),
+            "MAILSTACK_MAIL_USER": self.mail_user,
+            "POSTFIX_myhostname": self.myhostname,
+            "DKIM_SELECTOR": self.dkim_selectors.text,
+            "DKIM_AUTOGENERATE": "on" if self.dkim_autogenerate else "off",
+            "DKIM_SIGN_SUBDOMAINS": "on" if self.dkim_sign_subdomains else "off",
+        }
+        for key, value in self.opendkim_overrides.items():
+            env[f"OPENDKIM_{key}"] = "" if value is None else value
+        return env
+
     def rspamd_options(self) -> RspamdOptions:
         """The spam settings as rspamd's options (render/rspamd.py checks them)."""
         return RspamdOptions(

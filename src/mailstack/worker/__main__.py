@@ -38,6 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dkim-keys", type=Path, help="the DKIM key folder (for the API)")
     parser.add_argument("--dkim-selector", default="mail", help="DKIM_SELECTOR (for the API)")
     parser.add_argument(
+        "--dkim-sync-request", type=Path, help="file asking the supervisor for `dkim sync`"
+    )
+    parser.add_argument(
         "--postfix-queue", type=Path, help="Postfix's queue folder: the API lists its queue"
     )
     parser.add_argument("--spam-spool", type=Path, help="messages users moved, to learn: DIR")

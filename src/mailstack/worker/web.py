@@ -98,13 +98,25 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
     keys: Path = args.dkim_keys
     selector: str = args.dkim_selector
     showq: Path | None = args.postfix_queue / "public" / "showq" if args.postfix_queue else None
+    request: Path | None = args.dkim_sync_request
+
+    def domain_added() -> None:
+        """Ask the supervisor (root) to give the new domain its DKIM key (`dkim sync`)."""
+        if request is not None:
+            request.touch()
 
     def build() -> ASGIApp:
         from mailstack.api.app import create_api
         from mailstack.settings.values import parse_selectors
 
         selectors = parse_selectors(selector)
-        return create_api(engine, dkim_keys=keys, dkim_selectors=selectors, showq=showq)
+        return create_api(
+            engine,
+            dkim_keys=keys,
+            dkim_selectors=selectors,
+            showq=showq,
+            on_domain_added=domain_added,
+        )
 
     return [Mount(API_PATH, app=LazyApp(build))]
 

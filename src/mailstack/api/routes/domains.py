@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -24,9 +25,14 @@ def list_domains(store: Store, _: Admin) -> list[DomainOut]:
 
 
 @router.post("", status_code=201, summary="Host a new domain")
-def add_domain(body: DomainIn, store: Store, _: Admin) -> DomainOut:
+def add_domain(body: DomainIn, request: Request, store: Store, _: Admin) -> DomainOut:
+    """On the server its DKIM key is made within seconds (`dkim show` then has it)."""
     with renamed_fields(domain="name"):
-        return DomainOut.model_validate(store.add_domain(body.name))
+        added = DomainOut.model_validate(store.add_domain(body.name))
+    on_added: Callable[[], None] | None = request.app.state.on_domain_added
+    if on_added is not None:
+        on_added()
+    return added
 
 
 @router.delete("/{domain}", status_code=204, summary="Stop hosting a domain")
