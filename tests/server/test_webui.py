@@ -87,6 +87,10 @@ def test_login_page_works_without_javascript_and_sends_security_headers(world: W
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["referrer-policy"] == "no-referrer"
     assert SESSION not in page.headers.get("set-cookie", "")
+    with world.client() as client:
+        for answer, status in ((client.get("/nothing"), 404), (client.delete("/account"), 405)):
+            assert answer.status_code == status
+            assert answer.headers["x-frame-options"] == "DENY"
 
 
 def test_wrong_password_shows_the_login_page_with_an_error_and_no_session(world: World) -> None:

@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -288,11 +289,21 @@ def _guarded(handler: Handler) -> Handler:
         except Forbidden as exc:
             log.info("web UI: refused %s %s: %s", request.method, request.url.path, exc)
             response = PlainTextResponse("forbidden\n", status_code=403)
-        for name, value in HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+        return _with_headers(response)
 
     return guarded
+
+
+def _with_headers(response: Response) -> Response:
+    for name, value in HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """404 and 405 of the UI's paths, with the same headers as its pages."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    return _with_headers(PlainTextResponse(f"{status}\n", status_code=status))
 
 
 def create_webui(
@@ -312,4 +323,4 @@ def create_webui(
         Route("/logout", _guarded(ui.logout), methods=["POST"]),
         Route("/style.css", _guarded(ui.style), methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})
