@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from mailstack.errors import InvalidInput
 from mailstack.names import try_address
-from mailstack.store.errors import NotFound
+from mailstack.store.errors import NotFound, StoreUnavailable
 from mailstack.store.service import MailStore
 from mailstack.throttle import LoginThrottle
 from mailstack.webui.sessions import Session, Sessions, new_token, same_token
@@ -35,6 +35,7 @@ log = logging.getLogger("mailstack.webui")
 SESSION_COOKIE = "__Host-mailstack-session"
 LOGIN_COOKIE = "__Host-mailstack-login"  # the login form's CSRF token
 MAX_FORM = 16 * 1024  # bytes of a form body
+RETRY_AFTER = 30  # seconds, while the database is unreachable
 
 HEADERS = {
     "Content-Security-Policy": (
@@ -289,6 +290,13 @@ def _guarded(handler: Handler) -> Handler:
         except Forbidden as exc:
             log.info("web UI: refused %s %s: %s", request.method, request.url.path, exc)
             response = PlainTextResponse("forbidden\n", status_code=403)
+        except StoreUnavailable as exc:
+            log.warning("web UI: %s %s: %s", request.method, request.url.path, exc)
+            response = PlainTextResponse(
+                "The mail service cannot reach its database; try again in a minute.\n",
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
         return _with_headers(response)
 
     return guarded
