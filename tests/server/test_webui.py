@@ -185,6 +185,8 @@ def test_posts_without_the_right_token_or_from_another_site_are_refused(world: W
         opaque = {"origin": "null"}  # passes only with Sec-Fetch-Site: same-origin
         answer = client.post("/account/spam", data={**form, "csrf": token}, headers=opaque)
         assert answer.status_code == 403
+        huge = {**form, "csrf": token, "padding": "x" * 20_000}
+        assert client.post("/account/spam", data=huge).status_code == 413
         # the login form too
         assert client.post("/login", data={"address": "x", "password": "y"}).status_code == 403
     assert world.store.spam_settings("fay@example.com") == before

@@ -65,6 +65,10 @@ class Forbidden(Exception):
     """A POST that fails the CSRF or origin check."""
 
 
+class TooLarge(Exception):
+    """A form body over MAX_FORM."""
+
+
 def _cookie(name: str, value: str) -> str:
     return f"{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict"
 
@@ -91,12 +95,12 @@ def _same_origin(request: Request) -> bool:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    """The urlencoded body's fields (the first value of each); Forbidden beyond MAX_FORM."""
+    """The urlencoded body's fields (the first value of each); TooLarge beyond MAX_FORM."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM:
-            raise Forbidden("form too large")
+            raise TooLarge
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {name: values[0] for name, values in fields.items()}
 
@@ -290,6 +294,8 @@ def _guarded(handler: Handler) -> Handler:
         except Forbidden as exc:
             log.info("web UI: refused %s %s: %s", request.method, request.url.path, exc)
             response = PlainTextResponse("forbidden\n", status_code=403)
+        except TooLarge:
+            response = PlainTextResponse("form too large\n", status_code=413)
         except StoreUnavailable as exc:
             log.warning("web UI: %s %s: %s", request.method, request.url.path, exc)
             response = PlainTextResponse(
