@@ -75,3 +75,13 @@ def master_services(text: str) -> dict[str, list[str]]:
         assert name not in services, f"master.cf has two entries for {name}"
         current = services[name] = [" ".join(line.split())]
     return services
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (`clock.now += 60`)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -3,14 +3,7 @@
 from __future__ import annotations
 
 from mailstack.throttle import LoginThrottle
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.support import Clock
 
 
 def test_delay_doubles_per_failure_up_to_the_cap() -> None:

@@ -350,8 +350,8 @@ def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list
     if not argv:
         return argv, probes
     argv += ["--hostname", settings.myhostname, "--mta-sts-mode", settings.mta_sts_mode]
-    if settings.listen_https is not None:  # the admin REST API at /api/v1
-        argv += ["--api", "--dkim-keys", str(paths.dkim_keys)]
+    if settings.listen_https is not None:  # the admin REST API at /api/v1, the web UI at /
+        argv += ["--api", "--webui", "--dkim-keys", str(paths.dkim_keys)]
         argv += ["--dkim-sync-request", str(paths.dkim_sync_request)]
         argv += ["--dkim-selector", settings.dkim_selectors.text]
         argv += ["--postfix-queue", str(paths.postfix_queue)]

@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--greylist-allow-network", action="append", default=[], help="repeat")
     parser.add_argument("--greylist-allow-domain", action="append", default=[], help="repeat")
     parser.add_argument("--api", action="store_true", help="the REST API at /api/v1 on HTTPS")
+    parser.add_argument("--webui", action="store_true", help="the users' web UI at / on HTTPS")
     parser.add_argument("--dkim-keys", type=Path, help="the DKIM key folder (for the API)")
     parser.add_argument("--dkim-selector", default="mail", help="DKIM_SELECTOR (for the API)")
     parser.add_argument(

@@ -77,7 +77,7 @@ def web_services(
             https=parse_listen(args.https) if args.https else None,
             context=context,
             challenges=challenges,
-            mounts=_api_mount(args, engine),
+            mounts=[*_api_mount(args, engine), *_webui_mount(args, engine)],
         )
     )
     if args.acme_email:
@@ -121,16 +121,32 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
     return [Mount(API_PATH, app=LazyApp(build))]
 
 
+def _webui_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
+    """The users' web UI at / of the HTTPS listener (after the API), when asked for; built
+    at its first request, as the API is (Jinja2 and the templates wait until then)."""
+    if not args.webui:
+        return []
+    from starlette.routing import Mount
+
+    def build() -> ASGIApp:
+        from mailstack.webui import create_webui
+
+        return create_webui(engine)
+
+    return [Mount("/", app=LazyApp(build, "the web UI"))]
+
+
 class LazyApp:
     """An ASGI application made by `build` when the first request arrives."""
 
-    def __init__(self, build: Callable[[], ASGIApp]) -> None:
+    def __init__(self, build: Callable[[], ASGIApp], name: str = "the REST API") -> None:
         self.build = build
+        self.name = name
         self.app: ASGIApp | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.app is None:  # one event loop: no other request runs inside build()
-            log.info("loading the REST API")
+            log.info("loading %s", self.name)
             self.app = self.build()
         await self.app(scope, receive, send)
 
