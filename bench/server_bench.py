@@ -45,7 +45,7 @@ def program(pid: int) -> str:
         return "?"
     words = [a.decode(errors="replace") for a in argv if a]
     if words and words[0].startswith("rspamd:"):  # workers retitle themselves
-        return words[0].split("(")[0].strip()
+        return words[0].split("(")[0].split(";")[0].strip()  # main adds its rates after ";"
     if words and "redis-server" in words[0]:
         return "redis-server"
     if words and "python" in Path(words[0]).name:
