@@ -21,7 +21,9 @@ from schemathesis.specs.openapi.checks import (
 from mailstack.api.openapi import document
 from mailstack.store import MailStore, open_engine
 
-SCHEMA = schemathesis.openapi.from_dict(document())
+#: The queue needs a running Postfix (its showq and qmgr): it is tested against the whole
+#: server (test_server_profile.py), not here, where the API runs without one (503).
+SCHEMA = schemathesis.openapi.from_dict(document()).exclude(path_regex="^/queue")
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
