@@ -23,7 +23,7 @@ from mailstack.acme.setup import prepare_acme_folder
 from mailstack.runtime.tls import self_signed_pair
 from mailstack.store import MailStore
 
-pytestmark = pytest.mark.skipif(shutil.which("pebble") is None, reason="needs Debian's pebble")
+pytestmark = pytest.mark.daemons  # Debian's pebble: scripts/test-packages.txt
 
 NAMES = ("mail.example.test", "mta-sts.example.test")
 

@@ -9,7 +9,6 @@ import contextlib
 import imaplib
 import json
 import re
-import shutil
 import smtplib
 import ssl
 import subprocess
@@ -24,10 +23,7 @@ from web_harness import Pebble, pebble, peer_certificate, store_with_user
 
 from mailstack.acme.files import AcmeFiles
 
-pytestmark = [
-    pytest.mark.daemons,
-    pytest.mark.skipif(shutil.which("pebble") is None, reason="needs Debian's pebble"),
-]
+pytestmark = pytest.mark.daemons
 
 HOSTNAME = "mx.example.com"
 USER = "alice@example.com"

@@ -9,7 +9,6 @@ from 127.0.0.1 (the login throttle), so only one test fails a login on purpose.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -222,7 +221,6 @@ def test_logout_ends_the_session(world: World) -> None:
     assert world.store.spam_settings("hal@example.com").threshold is None
 
 
-@pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason="Debian's chromium is not installed")
 def test_a_browser_logs_in_and_saves_spam_settings(world: World) -> None:
     from playwright.sync_api import sync_playwright
 
