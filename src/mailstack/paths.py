@@ -62,6 +62,12 @@ class Paths:
         return self.requests_run / "dkim-sync"
 
     @property
+    def queue_delete_request(self) -> Path:
+        """Created by the worker after it left queue ids in `queue-delete.d/`: the supervisor
+        runs `queue delete --requested` (mailstack.mailqueue.requests)."""
+        return self.requests_run / "queue-delete"
+
+    @property
     def opendkim_run(self) -> Path:
         """Folder of the OpenDKIM milter socket: owned by opendkim, group postfix."""
         return self.run / "opendkim"

@@ -177,7 +177,7 @@ def test_users_from_stdin_and_file(cli: Cli, tmp_path: Path) -> None:
 
     users = cli.json("user", "list")
     assert [u["address"] for u in users] == ["alice@example.com", "bob@example.com"]
-    assert set(users[0]) == {"address", "domain", "quota_bytes", "enabled", "created_at"}
+    assert set(users[0]) == {"address", "domain", "quota_bytes", "enabled", "admin", "created_at"}
     assert users[0]["quota_bytes"] == 1024**3
     assert users[1]["quota_bytes"] is None
     assert all(u["enabled"] and u["domain"] == "example.com" for u in users)
@@ -216,7 +216,8 @@ def test_no_password_on_the_command_line(populated: Cli) -> None:
     """There is no option that takes a password: only a file, stdin or the prompt."""
     help_text = populated.ok("user", "add", "--help")
     options = {word.strip(",") for word in help_text.split() if word.startswith("--")}
-    assert options == {"--quota", "--password-file", "--password-stdin", "--database", "--help"}
+    passwordless = {"--quota", "--admin", "--database", "--help"}
+    assert options == {*passwordless, "--password-file", "--password-stdin"}
     refused = populated("user", "add", "bob@example.com", "--password", PASSWORD)
     assert refused.code == 2
     assert PASSWORD not in refused.err
@@ -553,3 +554,24 @@ def test_init_refuses_an_account_outside_the_domain(sqlite_cli: Cli, tmp_path: P
     )
     assert result.code == 2
     assert "--admin: bob@other.example is not in example.com" in result.err
+
+
+def test_admin_flag_from_add_and_set_admin(populated: Cli) -> None:
+    """`user add --admin` and `user set-admin [--off]` set what the web UI's admin pages
+    check; `user list` shows it."""
+    out = populated.ok(
+        "user", "add", "boss@example.com", "--admin", "--password-stdin", stdin=PASSWORD
+    )
+    assert out == "added user boss@example.com (quota unlimited, admin)\n"
+    admins = {u["address"]: u["admin"] for u in populated.json("user", "list")}
+    assert admins == {"alice@example.com": False, "boss@example.com": True}
+    assert (
+        populated.ok("user", "set-admin", "Alice@Example.com")
+        == "alice@example.com is now an admin\n"
+    )
+    assert "admin" in populated.ok("user", "list").splitlines()[1]
+    populated.ok("user", "set-admin", "boss@example.com", "--off")
+    with opened(populated.database) as store:
+        assert store.get_user("alice@example.com").admin
+        assert not store.get_user("boss@example.com").admin
+    assert_one_error(populated("user", "set-admin", "nobody@example.com"), 1, "does not exist")

@@ -85,6 +85,7 @@ def test_init_then_run_serves_the_admin_over_imap_and_the_web() -> None:
                 )
                 assert answer.status_code == 303
                 assert "boss@example.org" in web.get("/account").text
+                assert web.get("/admin/domains").status_code == 200  # the first account is admin
 
 
 def test_init_without_a_domain_and_no_terminal_names_what_is_missing() -> None:

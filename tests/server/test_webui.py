@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from browser import chromium, screenshot
 from mailserver import PASSWORD, MailServer, Ports, imap_session, running_server, server_env
 from tests.helpers import private_root
 
 from mailstack.store import MailStore
 
 SESSION = "__Host-mailstack-session"
-CHROMIUM = "/usr/bin/chromium"
 USERS = ("ann", "ben", "cid", "dee", "eve", "fay", "gus", "hal")
 
 
@@ -222,37 +222,21 @@ def test_logout_ends_the_session(world: World) -> None:
 
 
 def test_a_browser_logs_in_and_saves_spam_settings(world: World) -> None:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            context = browser.new_context(ignore_https_errors=True)
-            page = context.new_page()
-            page.goto(world.base + "/")
-            page.get_by_label("Email address").fill("ann@example.com")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Log in").click()
-            page.wait_for_url(world.base + "/account")
-            assert page.locator("#address").inner_text() == "ann@example.com"
-            page.get_by_label("Spam score threshold").fill("7")
-            page.get_by_label("File spam in my Junk folder").check()
-            page.get_by_role("button", name="Save spam settings").click()
-            page.get_by_role("status").wait_for()
-            assert "Your spam settings were saved" in page.get_by_role("status").inner_text()
-            context.close()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        context = browser.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.goto(world.base + "/")
+        page.get_by_label("Email address").fill("ann@example.com")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(world.base + "/account")
+        assert page.locator("#address").inner_text() == "ann@example.com"
+        page.get_by_label("Spam score threshold").fill("7")
+        page.get_by_label("File spam in my Junk folder").check()
+        page.get_by_role("button", name="Save spam settings").click()
+        page.get_by_role("status").wait_for()
+        assert "Your spam settings were saved" in page.get_by_role("status").inner_text()
+        assert screenshot(page, "account").stat().st_size > 0
+        context.close()
     settings = world.store.spam_settings("ann@example.com")
     assert (settings.threshold, settings.filter) == (7, True)

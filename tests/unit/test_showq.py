@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailstack.api.showq import QueuedMessage, ShowqError, parse_showq
+from mailstack.mailqueue.showq import QueuedMessage, ShowqError, parse_showq
 
 HELLO = b"protocol\0mail_queue_list_protocol\0\0"
 

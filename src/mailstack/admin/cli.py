@@ -10,7 +10,19 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.admin import aliases, dkim, dns, domains, init, sieve, spam, tls, tokens, users
+from mailstack.admin import (
+    aliases,
+    dkim,
+    dns,
+    domains,
+    init,
+    queue,
+    sieve,
+    spam,
+    tls,
+    tokens,
+    users,
+)
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -21,6 +33,7 @@ GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("spam", spam.app),
     ("token", tokens.app),
     ("tls", tls.app),
+    ("queue", queue.app),
 )
 
 

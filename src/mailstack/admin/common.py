@@ -44,6 +44,15 @@ AsJson = Annotated[
     bool, typer.Option("--json", help="Print a JSON array of objects instead of a table.")
 ]
 
+
+def root_option(what: str) -> Any:
+    """The `--root` option (MAILSTACK_ROOT) of commands that work on the server's files;
+    `what` says which of them."""
+    return typer.Option(
+        "--root", envvar="MAILSTACK_ROOT", metavar="DIR", help=f"MAILSTACK_ROOT: {what}"
+    )
+
+
 EXIT_CODES = (
     "Exit codes: 0 done; 1 refused (unknown or duplicate name, still in use, no DKIM key); "
     "2 bad input (address, quota, password, script, option); 69 sievec missing; "

@@ -99,7 +99,7 @@ def init(
             store.add_domain(name)
         except Conflict:
             typer.echo(f"{name} is hosted already", err=True)
-        store.add_user(address, password.value)
+        store.add_user(address, password.value, admin=True)
         secret = store.create_token("admin")[1] if token else None
     with reporting():
         root = mailstack_root(os.environ)

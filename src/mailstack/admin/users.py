@@ -27,6 +27,7 @@ app = group(
 
 QUOTA_HELP = "Mailbox size limit such as 500M, 2G or 1GiB; 0 or 'unlimited' for none."
 UNLIMITED = {"unlimited", "none"}
+ADMIN_HELP = "May use the web UI's admin pages (domains, users, aliases, the mail queue)."
 
 
 def _quota(value: str | None) -> str | None:
@@ -50,13 +51,15 @@ def add(
     ] = None,
     password_file: PasswordFile = None,
     password_stdin: PasswordStdin = False,
+    admin: Annotated[bool, typer.Option("--admin", help=ADMIN_HELP)] = False,
     database: Database = None,
 ) -> None:
     """Create a user in a hosted domain. Without a password option, prompts (twice)."""
     password = _password(password_file, password_stdin)
     with open_store(database) as store:
-        info = store.add_user(address, password, quota=_quota(quota))
-    typer.echo(f"added user {info.address} (quota {format_size(info.quota_bytes)})")
+        info = store.add_user(address, password, quota=_quota(quota), admin=admin)
+    role = ", admin" if info.admin else ""
+    typer.echo(f"added user {info.address} (quota {format_size(info.quota_bytes)}{role})")
 
 
 @app.command("list")
@@ -74,15 +77,21 @@ def list_users(
             "domain": u.address.rpartition("@")[2],
             "quota_bytes": u.quota_bytes,
             "enabled": u.enabled,
+            "admin": u.admin,
             "created_at": timestamp(u.created_at),
         }
         for u in users
     ]
     cells = [
-        [u.address, format_size(u.quota_bytes), "enabled" if u.enabled else "disabled"]
+        [
+            u.address,
+            format_size(u.quota_bytes),
+            "enabled" if u.enabled else "disabled",
+            "admin" if u.admin else "-",
+        ]
         for u in users
     ]
-    show(as_json, records, ["ADDRESS", "QUOTA", "LOGIN"], cells, "no users")
+    show(as_json, records, ["ADDRESS", "QUOTA", "LOGIN", "ROLE"], cells, "no users")
 
 
 @app.command("passwd")
@@ -113,6 +122,18 @@ def enable(address: Address, database: Database = None) -> None:
     with open_store(database) as store:
         store.enable_user(address)
     typer.echo(f"enabled {address}")
+
+
+@app.command("set-admin")
+def set_admin(
+    address: Address,
+    off: Annotated[bool, typer.Option("--off", help="Take the admin flag away instead.")] = False,
+    database: Database = None,
+) -> None:
+    """Let the user use the web UI's admin pages (log in with the address and password)."""
+    with open_store(database) as store:
+        info = store.set_admin(address, not off)
+    typer.echo(f"{info.address} is {'now' if info.admin else 'no longer'} an admin")
 
 
 @app.command("remove")

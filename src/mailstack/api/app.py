@@ -20,6 +20,7 @@ from mailstack.api.auth import Caller
 from mailstack.api.limits import BodyLimit
 from mailstack.api.routes import aliases, domains, queue, sieve, users
 from mailstack.api.schemas import CallerOut
+from mailstack.mailqueue import DeleteRequests, MailQueue
 from mailstack.settings.values import DkimSelectors
 from mailstack.sieve.check import check_script
 from mailstack.store import MailStore
@@ -50,6 +51,7 @@ def create_api(
     sieve_checker: Checker = check_script,
     showq: Path | None = None,
     on_domain_added: Callable[[], None] | None = None,
+    queue_deletes: DeleteRequests | None = None,
 ) -> FastAPI:
     """The API over `engine` (already migrated: the caller opens it with `open_engine`).
 
@@ -57,7 +59,7 @@ def create_api(
     as the settings parsed it (default: `mail` for every domain), `sieve_checker` what
     compiles uploaded scripts, `showq` Postfix's `public/showq` socket (the queue listing),
     `on_domain_added` what to do once a domain was added (the worker asks the supervisor
-    for its DKIM key).
+    for its DKIM key), `queue_deletes` how to ask root to delete a queued message.
     """
     app = ProblemDocumentedApi(
         title="mailstack admin API",
@@ -76,7 +78,7 @@ def create_api(
     app.state.dkim_keys = dkim_keys
     app.state.dkim_selectors = dkim_selectors or DkimSelectors()
     app.state.sieve_checker = sieve_checker
-    app.state.showq = showq  # None: /queue answers 503
+    app.state.queue = MailQueue(showq.parent if showq else None, queue_deletes)  # None: 503
     app.state.on_domain_added = on_domain_added  # e.g. ask for the new domain's DKIM key
     problems.install(app)
     app.add_middleware(BodyLimit)

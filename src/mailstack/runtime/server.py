@@ -353,6 +353,7 @@ def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list
     if settings.listen_https is not None:  # the admin REST API at /api/v1, the web UI at /
         argv += ["--api", "--webui", "--dkim-keys", str(paths.dkim_keys)]
         argv += ["--dkim-sync-request", str(paths.dkim_sync_request)]
+        argv += ["--queue-delete-request", str(paths.queue_delete_request)]
         argv += ["--dkim-selector", settings.dkim_selectors.text]
         argv += ["--postfix-queue", str(paths.postfix_queue)]
     for name in ("imaps", "imap", "submissions", "submission"):
@@ -419,7 +420,7 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
     )
     watch, commands = tls_reload(settings, paths)
     plan = replace(plan, tls_watch=watch, tls_reload=commands, tls_hangup=["worker"])
-    jobs = [dkim_sync_job(settings, paths, prepared)]
+    jobs = [dkim_sync_job(settings, paths, prepared), queue_delete_job(settings, paths)]
     if prepared.spam is not None and settings.spam_train_at is not None:
         jobs.append(spam_training_job(settings, paths, prepared))
     return replace(plan, jobs=jobs)
@@ -432,6 +433,15 @@ def dkim_sync_job(settings: ServerSettings, paths: Paths, prepared: PreparedServ
     env[DATABASE_ENV] = prepared.database
     argv = [sys.executable, "-m", "mailstack", "dkim", "sync"]
     return Job("dkim-sync", argv, env, trigger=str(paths.dkim_sync_request))
+
+
+def queue_delete_job(settings: ServerSettings, paths: Paths) -> Job:
+    """`mailstack queue delete --requested` (as root, `postsuper -d`) when the worker asks:
+    a queued message deleted through the REST API or the web UI."""
+    env = base_environment(settings, paths)
+    argv = [sys.executable, "-m", "mailstack", "queue", "delete", "--requested"]
+    argv += ["--root", str(paths.root)]
+    return Job("queue-delete", argv, env, trigger=str(paths.queue_delete_request))
 
 
 def spam_training_job(settings: ServerSettings, paths: Paths, prepared: PreparedServer) -> Job:

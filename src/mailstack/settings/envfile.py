@@ -62,7 +62,7 @@ def render_env_file(values: Mapping[str, str]) -> str:
     """The file's text for `values` (quoted where the value needs it)."""
     lines = [HEADER]
     for name, value in values.items():
-        needs_quotes = any(c in value for c in " #'\"\\$") or not value
+        needs_quotes = value != value.strip() or any(c in value for c in " #'\"\\$=") or not value
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         text = f'"{escaped}"' if needs_quotes else value
         lines.append(f"{name}={text}\n")

@@ -107,6 +107,8 @@ class User(Base):
     spam_threshold: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: False: spam is delivered to the Inbox like any mail (what the MX refuses stays refused)
     spam_filter: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    #: may use the web UI's admin pages (the CLI and admin API tokens do not depend on it)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -113,6 +113,11 @@ class UserInfo:
     quota_bytes: int | None
     enabled: bool
     created_at: datetime
+    admin: bool = False  # may use the web UI's admin pages
+
+    @classmethod
+    def of(cls, user: User) -> UserInfo:
+        return cls(user.address, user.quota_bytes, user.enabled, user.created_at, user.admin)
 
 
 @dataclass(frozen=True)
@@ -326,8 +331,10 @@ class MailStore:
         password_hash: str | None = None,
         quota: str | int | None = None,
         enabled: bool = True,
+        admin: bool = False,
     ) -> UserInfo:
-        """Create a mailbox in a hosted domain, from a password or an existing hash."""
+        """Create a mailbox in a hosted domain, from a password or an existing hash;
+        `admin` lets it use the web UI's admin pages."""
         canonical = names.normalise_address(address)
         if (password is None) == (password_hash is None):
             raise InvalidInput("password", "give either a password or a password hash")
@@ -348,16 +355,16 @@ class MailStore:
                 password_hash=stored,
                 quota_bytes=quota_bytes,
                 enabled=enabled,
+                admin=admin,
             )
             session.add(user)
             session.flush()
-            return UserInfo(canonical, quota_bytes, enabled, user.created_at)
+            return UserInfo.of(user)
 
     def get_user(self, address: str) -> UserInfo:
         canonical = names.normalise_address(address)
         with self._transaction() as session:
-            user = self._user(session, canonical)
-            return UserInfo(user.address, user.quota_bytes, user.enabled, user.created_at)
+            return UserInfo.of(self._user(session, canonical))
 
     def list_users(self, domain: str | None = None) -> list[UserInfo]:
         query = select(User).order_by(User.address)
@@ -366,10 +373,7 @@ class MailStore:
                 query = query.where(
                     User.domain_id == self._domain(session, names.normalise_domain(domain)).id
                 )
-            return [
-                UserInfo(u.address, u.quota_bytes, u.enabled, u.created_at)
-                for u in session.scalars(query)
-            ]
+            return [UserInfo.of(u) for u in session.scalars(query)]
 
     def set_password(self, address: str, password: str) -> None:
         canonical = names.normalise_address(address)
@@ -397,7 +401,15 @@ class MailStore:
         with self._transaction() as session:
             user = self._user(session, canonical)
             user.quota_bytes = quota_bytes
-            return UserInfo(user.address, user.quota_bytes, user.enabled, user.created_at)
+            return UserInfo.of(user)
+
+    def set_admin(self, address: str, admin: bool) -> UserInfo:
+        """Let the user use the web UI's admin pages, or no longer."""
+        canonical = names.normalise_address(address)
+        with self._transaction() as session:
+            user = self._user(session, canonical)
+            user.admin = admin
+            return UserInfo.of(user)
 
     def _set_enabled(self, address: str, enabled: bool) -> None:
         canonical = names.normalise_address(address)

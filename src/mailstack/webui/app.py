@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -29,6 +29,9 @@ from mailstack.store.errors import NotFound, StoreUnavailable
 from mailstack.store.service import MailStore
 from mailstack.throttle import LoginThrottle
 from mailstack.webui.sessions import Session, Sessions, new_token, same_token
+
+if TYPE_CHECKING:
+    from mailstack.webui.admin import AdminSetup
 
 log = logging.getLogger("mailstack.webui")
 
@@ -142,6 +145,7 @@ class WebUI:
         return self.render(
             "account.html",
             status,
+            is_admin=self.store.get_user(session.address).admin,
             address=session.address,
             csrf=session.csrf,
             spam=spam,
@@ -283,10 +287,10 @@ class WebUI:
         return Response(STYLE, media_type="text/css")
 
 
-def _guarded(handler: Handler) -> Handler:
+def guarded(handler: Handler) -> Handler:
     """`handler` behind the origin check (POSTs), Forbidden as 403, and the headers."""
 
-    async def guarded(request: Request) -> Response:
+    async def checked(request: Request) -> Response:
         try:
             if request.method == "POST" and not _same_origin(request):
                 raise Forbidden("cross-site POST")
@@ -305,7 +309,7 @@ def _guarded(handler: Handler) -> Handler:
             )
         return _with_headers(response)
 
-    return guarded
+    return checked
 
 
 def _with_headers(response: Response) -> Response:
@@ -325,16 +329,21 @@ def create_webui(
     *,
     throttle: LoginThrottle | None = None,
     sessions: Sessions | None = None,
+    admin: AdminSetup | None = None,
 ) -> Starlette:
-    """The web UI over the datastore at `engine`, to mount at `/`."""
+    """The web UI over the datastore at `engine`, to mount at `/`; `admin` is what its
+    admin pages need (mailstack.webui.admin)."""
+    from mailstack.webui.admin import AdminSetup, admin_routes
+
     ui = WebUI(MailStore(engine), throttle or LoginThrottle(), sessions or Sessions())
     routes = [
-        Route("/", _guarded(ui.index), methods=["GET"]),
-        Route("/login", _guarded(ui.login), methods=["POST"]),
-        Route("/account", _guarded(ui.account), methods=["GET"]),
-        Route("/account/password", _guarded(ui.password), methods=["POST"]),
-        Route("/account/spam", _guarded(ui.spam), methods=["POST"]),
-        Route("/logout", _guarded(ui.logout), methods=["POST"]),
-        Route("/style.css", _guarded(ui.style), methods=["GET"]),
+        Route("/", guarded(ui.index), methods=["GET"]),
+        Route("/login", guarded(ui.login), methods=["POST"]),
+        Route("/account", guarded(ui.account), methods=["GET"]),
+        Route("/account/password", guarded(ui.password), methods=["POST"]),
+        Route("/account/spam", guarded(ui.spam), methods=["POST"]),
+        Route("/logout", guarded(ui.logout), methods=["POST"]),
+        Route("/style.css", guarded(ui.style), methods=["GET"]),
+        *admin_routes(ui, admin or AdminSetup()),
     ]
     return Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})

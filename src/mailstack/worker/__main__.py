@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--dkim-sync-request", type=Path, help="file asking the supervisor for `dkim sync`"
     )
     parser.add_argument(
+        "--queue-delete-request", type=Path, help="file asking the supervisor for postsuper -d"
+    )
+    parser.add_argument(
         "--postfix-queue", type=Path, help="Postfix's queue folder: the API lists its queue"
     )
     parser.add_argument("--spam-spool", type=Path, help="messages users moved, to learn: DIR")

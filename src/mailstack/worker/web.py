@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from mailstack.lookup.gateway import StoreGateway
+    from mailstack.mailqueue import DeleteRequests
+    from mailstack.web.site import Site
     from mailstack.web.wellknown import IsHosted
     from mailstack.worker.services import Service
 
@@ -77,7 +79,7 @@ def web_services(
             https=parse_listen(args.https) if args.https else None,
             context=context,
             challenges=challenges,
-            mounts=[*_api_mount(args, engine), *_webui_mount(args, engine)],
+            mounts=[*_api_mount(args, engine), *_webui_mount(args, engine, site)],
         )
     )
     if args.acme_email:
@@ -98,12 +100,8 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
     keys: Path = args.dkim_keys
     selector: str = args.dkim_selector
     showq: Path | None = args.postfix_queue / "public" / "showq" if args.postfix_queue else None
-    request: Path | None = args.dkim_sync_request
-
-    def domain_added() -> None:
-        """Ask the supervisor (root) to give the new domain its DKIM key (`dkim sync`)."""
-        if request is not None:
-            request.touch()
+    domain_added = dkim_sync_asker(args)
+    deletes = queue_deletes(args)
 
     def build() -> ASGIApp:
         from mailstack.api.app import create_api
@@ -116,22 +114,55 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
             dkim_selectors=selectors,
             showq=showq,
             on_domain_added=domain_added,
+            queue_deletes=deletes,
         )
 
     return [Mount(API_PATH, app=LazyApp(build))]
 
 
-def _webui_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
+def dkim_sync_asker(args: argparse.Namespace) -> Callable[[], None]:
+    """What asks the supervisor (root) to give a new domain its DKIM key (`dkim sync`)."""
+    request: Path | None = args.dkim_sync_request
+
+    def domain_added() -> None:
+        if request is not None:
+            request.touch()
+
+    return domain_added
+
+
+def queue_deletes(args: argparse.Namespace) -> DeleteRequests | None:
+    """How to ask the supervisor (root) to delete a queued message, when it listens."""
+    if args.queue_delete_request is None:
+        return None
+    from mailstack.mailqueue import DeleteRequests
+
+    return DeleteRequests(args.queue_delete_request)
+
+
+def _webui_mount(args: argparse.Namespace, engine: Engine, site: Site) -> list[BaseRoute]:
     """The users' web UI at / of the HTTPS listener (after the API), when asked for; built
-    at its first request, as the API is (Jinja2 and the templates wait until then)."""
+    at its first request, as the API is (Jinja2 and the templates wait until then). Its
+    admin pages get what the API gets (DKIM keys, the queue, the supervisor's jobs)."""
     if not args.webui:
         return []
     from starlette.routing import Mount
 
     def build() -> ASGIApp:
+        from mailstack.mailqueue import MailQueue
+        from mailstack.settings.values import parse_selectors
         from mailstack.webui import create_webui
+        from mailstack.webui.admin import AdminSetup
 
-        return create_webui(engine)
+        public: Path | None = args.postfix_queue / "public" if args.postfix_queue else None
+        setup = AdminSetup(
+            site=site,
+            dkim_keys=args.dkim_keys,
+            dkim_selectors=parse_selectors(args.dkim_selector),
+            queue=MailQueue(public, queue_deletes(args)),
+            on_domain_added=dkim_sync_asker(args),
+        )
+        return create_webui(engine, admin=setup)
 
     return [Mount("/", app=LazyApp(build, "the web UI"))]
 

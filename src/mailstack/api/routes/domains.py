@@ -12,7 +12,7 @@ from mailstack import names
 from mailstack.api.auth import Admin, Store
 from mailstack.api.problems import renamed_fields
 from mailstack.api.schemas import DkimRecordOut, DomainIn, DomainOut
-from mailstack.dkim.keys import dns_record_value, key_path, parse_txt
+from mailstack.dkim.keys import KeyUnreadable, key_path, published_value
 from mailstack.settings.values import DkimSelectors
 from mailstack.store import NotFound, StoreUnavailable
 
@@ -60,34 +60,14 @@ def dkim_record(domain: str, request: Request, store: Store, _: Admin) -> DkimRe
         raise NotFound(f"domain {name} is not hosted here")
     keys: Path = request.app.state.dkim_keys
     selectors: DkimSelectors = request.app.state.dkim_selectors
-    private = key_path(keys, name)
     try:
-        pem = private.read_bytes()
-    except FileNotFoundError:
-        raise NotFound(f"no DKIM key for {name}: {private.name} is not in the key folder") from None
-    except PermissionError:
-        pem = None
-    except OSError as exc:
-        raise StoreUnavailable(f"cannot read the DKIM key of {name}: {exc.strerror}") from None
-    value = _published_value(keys, name) if pem is None else _derived_value(pem, name)
+        value = published_value(keys, name)
+    except KeyUnreadable as exc:
+        raise StoreUnavailable(str(exc)) from None
+    if value is None:
+        private = key_path(keys, name)
+        raise NotFound(f"no DKIM key for {name}: {private.name} is not in the key folder")
     selector = selectors.for_domain(name)
     return DkimRecordOut(
         domain=name, selector=selector, name=f"{selector}._domainkey.{name}", value=value
     )
-
-
-def _derived_value(pem: bytes, name: str) -> str:
-    try:
-        return dns_record_value(pem)
-    except (ValueError, TypeError):
-        raise StoreUnavailable(f"the DKIM key of {name} is not a PEM private key") from None
-
-
-def _published_value(keys: Path, name: str) -> str:
-    try:
-        value = parse_txt((keys / f"{name}.txt").read_text())
-    except OSError as exc:
-        raise StoreUnavailable(f"cannot read the DKIM record of {name}: {exc.strerror}") from None
-    if not value.startswith("v=DKIM1"):
-        raise StoreUnavailable(f"the DKIM record file of {name} holds no record")
-    return value
