@@ -186,13 +186,12 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def mta_sts_service(args: argparse.Namespace, mode: int) -> MtaStsService:
-    from mailstack.dns.check import parse_nameserver
     from mailstack.mtasts.service import MtaStsOptions, MtaStsService
+    from mailstack.settings.values import parse_nameserver
 
     nameservers = tuple(parse_nameserver(text) for text in args.nameserver)
-    options = MtaStsOptions(args.mta_sts, args.mta_sts_cache, nameservers, args.mta_sts_ca_file)
-    options.mode = mode
-    return MtaStsService(options)
+    cache, ca_file = args.mta_sts_cache, args.mta_sts_ca_file
+    return MtaStsService(MtaStsOptions(args.mta_sts, cache, nameservers, ca_file, mode))
 
 
 def main(argv: list[str] | None = None) -> int:
