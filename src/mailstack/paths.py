@@ -77,6 +77,21 @@ class Paths:
         return self.opendkim_run / "opendkim.sock"
 
     @property
+    def mta_sts_run(self) -> Path:
+        """Folder of the MTA-STS policy map's socket: mailstack:postfix 0750."""
+        return self.run / "mta-sts"
+
+    @property
+    def mta_sts_socket(self) -> Path:
+        return self.mta_sts_run / "socketmap.sock"
+
+    def mta_sts_cache(self, *, server: bool) -> Path:
+        """The MTA-STS policy cache, on the state volume: the server's, or the relay's queue
+        volume (its only one, as for the XOAUTH2 tokens)."""
+        folder = self.under("/var/lib/mailstack") if server else self.postfix_queue
+        return folder / "mta-sts" / "policies.json"
+
+    @property
     def private_dev(self) -> Path:
         """The /dev given to OpenDKIM when mailstack cannot own the real /dev/log."""
         return self.run / "dev"

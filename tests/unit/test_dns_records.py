@@ -12,7 +12,7 @@ import dns.rdatatype
 import dns.zone
 import pytest
 
-from mailstack.dns.check import Answer, Finding, check_records, parse_nameserver
+from mailstack.dns.check import Answer, Finding, check_records
 from mailstack.dns.records import (
     DkimKey,
     Record,
@@ -22,6 +22,7 @@ from mailstack.dns.records import (
     txt_strings,
     zone_text,
 )
+from mailstack.settings.values import parse_nameserver
 
 DOMAIN = "example.com"
 SERVER = "mx.example.net"

@@ -137,7 +137,8 @@ def _no_key_finding(domain: str) -> Finding:
 
 
 def _check(records: list[Record], server: str, nameserver: str | None) -> list[Finding]:
-    from mailstack.dns.check import DnsLookup, check_records, parse_nameserver
+    from mailstack.dns.check import DnsLookup, check_records
+    from mailstack.settings.values import parse_nameserver
 
     address = None
     if nameserver is not None:

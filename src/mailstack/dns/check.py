@@ -30,7 +30,6 @@ Status = Literal["ok", "missing", "wrong", "error", "skipped"]
 FAILED: frozenset[str] = frozenset({"missing", "wrong", "error"})
 DEFAULT_TIMEOUT = 5.0
 GIVE_UP_AFTER = 3  # timeouts in a row: the resolver is unreachable, stop waiting on it
-DNS_PORT = 53
 
 
 @dataclass(frozen=True)
@@ -74,26 +73,6 @@ class Finding:
 
 class ResolverUnavailable(MailstackError):
     """No resolver to ask: the system has no configuration and none was given."""
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """`ADDR`, `ADDR:PORT`, `[IPV6]:PORT` or a bare IPv6 address -> (address, port)."""
-    raw = text.strip()
-    host, port = raw, str(DNS_PORT)
-    if raw.startswith("["):
-        host, sep, rest = raw[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r} is not ADDR[:PORT] or [IPV6]:PORT")
-        port = rest[1:] if rest else port
-    elif raw.count(":") == 1:
-        host, _, port = raw.partition(":")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"{text!r}: the port must be 1..65535")
-    return str(address), int(port)
 
 
 def _name(name: dns.name.Name) -> str:

@@ -41,7 +41,7 @@ class SocketmapServer(ProtocolListener):
             return netstring.encode(self.respond_inline(payload)), True
 
         inline = answer_now if self.gateway.inline else None
-        exchange = Exchange(split=_split, answer=self._answer, answer_now=inline)
+        exchange = Exchange(split=split_request, answer=self._answer, answer_now=inline)
         return RequestConnection(self, exchange, self.idle_timeout)
 
     async def _answer(self, payload: bytes) -> tuple[bytes, bool]:
@@ -70,7 +70,7 @@ class SocketmapServer(ProtocolListener):
         return _reply(request, found)
 
 
-def _split(buffer: bytearray) -> bytes | None:
+def split_request(buffer: bytearray) -> bytes | None:
     """The next request's payload off the buffer; broken framing gets PERM and a close,
     since nothing after it can be trusted to be in sync."""
     try:

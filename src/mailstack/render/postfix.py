@@ -13,6 +13,7 @@ from importlib import resources
 
 from mailstack.paths import Paths
 from mailstack.render.files import GENERATED_HEADER, RenderedFile
+from mailstack.settings.base import ProfileSettings
 from mailstack.settings.model import RelaySettings
 from mailstack.settings.values import HostPort
 
@@ -84,6 +85,8 @@ def main_cf_parameters(settings: RelaySettings, paths: Paths, dkim_enabled: bool
         )
     if settings.relay_auth is not None and not settings.xoauth2_enabled:
         params.update(relay_auth_parameters(paths))
+    if not settings.xoauth2_enabled:
+        params.update(outbound_tls_parameters(settings, paths))
     if settings.masqueraded_domains:
         params["masquerade_domains"] = " ".join(settings.masqueraded_domains)
         params["local_header_rewrite_clients"] = "static:all"
@@ -103,6 +106,26 @@ def main_cf_parameters(settings: RelaySettings, paths: Paths, dkim_enabled: bool
             }
         )
     return apply_overrides(params, settings.postfix_overrides)
+
+
+def outbound_tls_parameters(settings: ProfileSettings, paths: Paths) -> dict[str, str]:
+    """Verification of the receiving MX, where it publishes how (both profiles).
+
+    MTA-STS: Postfix asks the worker's policy map for each destination domain (an `enforce`
+    policy answers `secure`, so a certificate that does not match defers the mail). If the
+    worker cannot answer, Postfix defers rather than guess. DANE: with a DNSSEC-validating
+    resolver, TLSA records are trusted and `dane` is the default level. The map's answer is
+    per destination, so a domain with an `enforce` policy is checked by MTA-STS (`secure`)
+    even where it also publishes TLSA records (RFC 8461 section 2 would prefer DANE there).
+    """
+    params: dict[str, str] = {}
+    if settings.dnssec_resolver is not None:
+        params["smtp_dns_support_level"] = "dnssec"
+        if settings.smtp_tls_security_level == "may":
+            params["smtp_tls_security_level"] = "dane"
+    if settings.mta_sts_active:
+        params["smtp_tls_policy_maps"] = f"socketmap:unix:{paths.mta_sts_socket}:mta-sts"
+    return params
 
 
 def relay_auth_parameters(paths: Paths) -> dict[str, str]:

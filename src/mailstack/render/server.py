@@ -25,6 +25,7 @@ from mailstack.render.postfix import (
     CA_BUNDLE,
     CLOSING_OPTIONS,
     apply_overrides,
+    outbound_tls_parameters,
     relay_auth_parameters,
     render_main_cf,
     render_sasl_passwd,
@@ -155,6 +156,7 @@ def server_main_cf_parameters(
     if settings.relay_auth is not None:
         # the password only inside TLS, as in the relay (see relay_auth_parameters)
         params.update(relay_auth_parameters(paths))
+    params.update(outbound_tls_parameters(settings, paths))
     # never let a user's mail pass unchecked or leave unsigned because a milter is down
     params.update({"milter_protocol": "6", "milter_default_action": "tempfail"})
     # No non_smtpd_milters: mail re-injected locally (a Sieve redirect of someone else's

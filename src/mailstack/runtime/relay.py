@@ -10,6 +10,7 @@ from pathlib import Path
 from mailstack.paths import Paths
 from mailstack.render.postfix import render_master_cf
 from mailstack.runtime.files import ensure_dir, write_atomic
+from mailstack.runtime.mtasts import mta_sts_worker, prepare_mta_sts
 from mailstack.runtime.plan import Plan, Probe, Process
 from mailstack.runtime.postfix import postfix_plan
 from mailstack.runtime.prepare import Prepared, child_environment
@@ -79,6 +80,9 @@ def relay_plan(settings: RelaySettings, paths: Paths, prepared: Prepared) -> Pla
         processes.append(opendkim)
     if settings.xoauth2_enabled:
         processes.append(xoauth2_process(settings, paths, env, prepared.hop_password))
+    elif settings.mta_sts_active:
+        prepare_mta_sts(paths, server=False)
+        processes.append(mta_sts_worker(settings, paths, env))
     listeners = [str(settings.listen_submission)]
     if settings.listen_smtp is not None:
         listeners.append(str(settings.listen_smtp))

@@ -39,6 +39,7 @@ from mailstack.render.server import (
     tls_files,
 )
 from mailstack.runtime.files import ensure_dir, materialise
+from mailstack.runtime.mtasts import mta_sts_options, prepare_mta_sts
 from mailstack.runtime.orphans import stop_leftover
 from mailstack.runtime.plan import Job, Plan, Probe, Process
 from mailstack.runtime.postfix import postfix_plan
@@ -332,6 +333,11 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
     if managesieve is not None:
         argv += ["--managesieve", str(managesieve)]
         probes.append(Probe("tcp", str(managesieve)))
+    if settings.mta_sts_active:
+        prepare_mta_sts(paths, server=True)
+        sts_argv, sts_probe = mta_sts_options(settings, paths, server=True)
+        argv += sts_argv
+        probes.append(sts_probe)
     web_argv, web_probes = web_options(settings, paths)
     argv += web_argv
     probes += web_probes

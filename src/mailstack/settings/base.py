@@ -27,9 +27,12 @@ from mailstack.settings.fields import (
     Flag,
     Listener,
     LogFormat,
+    Nameservers,
     Number,
     OpendkimOverrides,
+    OptionalAddress,
     OptionalListen,
+    OptionalPath,
     OptionalText,
     Password,
     PostfixOverrides,
@@ -51,6 +54,9 @@ from mailstack.settings.sources import (
     Source,
 )
 from mailstack.settings.values import DkimSelectors, HostPort
+
+#: The only resolver configuration Postfix's smtp client reads (it has no setting of its own).
+RESOLV_CONF = Path("/etc/resolv.conf")
 
 
 class BrokenRules(ValueError):
@@ -87,6 +93,11 @@ class ProfileSettings(BaseSettings):
     relayhost_username: Username = Field(None, alias="RELAYHOST_USERNAME")
     relayhost_password: Password = Field(None, alias="RELAYHOST_PASSWORD")
     smtp_tls_security_level: TlsLevel = Field("may", alias="POSTFIX_smtp_tls_security_level")
+    # outbound verification: MTA-STS policies (delivering directly only) and DANE
+    mta_sts_outbound: Flag = Field(True, alias="MAILSTACK_MTA_STS_OUTBOUND")
+    mta_sts_ca_file: OptionalPath = Field(None, alias="MAILSTACK_MTA_STS_CA_FILE")
+    dns_nameservers: Nameservers = Field((), alias="MAILSTACK_DNS_NAMESERVERS")
+    dnssec_resolver: OptionalAddress = Field(None, alias="MAILSTACK_DNSSEC_RESOLVER")
 
     dkim_selectors: Selectors = Field(default_factory=DkimSelectors, alias="DKIM_SELECTOR")
     dkim_autogenerate: Flag = Field(False, alias="DKIM_AUTOGENERATE")
@@ -176,11 +187,32 @@ class ProfileSettings(BaseSettings):
             raise BrokenRules(broken)
         return self
 
+    @property
+    def mta_sts_active(self) -> bool:
+        """Outbound MTA-STS applies when mail goes straight to the recipients' MXs: a relay
+        host is one next-hop of its own, not a domain with a policy."""
+        return self.mta_sts_outbound and self.relayhost is None
+
+    @property
+    def policy_nameservers(self) -> tuple[tuple[str, int], ...]:
+        """The resolvers of the worker's own lookups (MTA-STS): MAILSTACK_DNS_NAMESERVERS,
+        else the DNSSEC resolver, else () for the system's resolv.conf."""
+        if self.dns_nameservers:
+            return self.dns_nameservers
+        return ((self.dnssec_resolver, 53),) if self.dnssec_resolver else ()
+
     def rules(self) -> Iterator[Problem]:
         """What is wrong across fields; a profile adds its own rules to these."""
         listeners = {self.variable(name): getattr(self, name) for name in self.listening}
         for name, other in values.listener_clashes(listeners):
             yield Problem(name, f"{listeners[name]} clashes with {other}={listeners[other]}")
+        ca_file = self.mta_sts_ca_file
+        if ca_file is not None and not ca_file.is_file():
+            yield Problem(self.variable("mta_sts_ca_file"), f"file {ca_file} does not exist")
+        if self.dnssec_resolver is not None:
+            problem = values.resolver_problem(self.dnssec_resolver, RESOLV_CONF)
+            if problem:
+                yield Problem(self.variable("dnssec_resolver"), problem)
 
 
 def problems_from(exc: ValidationError, *, rules_only: bool = False) -> list[Problem]:

@@ -73,6 +73,11 @@ OptionalNumber = Annotated[float | None, EmptyDisables(), parsed(values.parse_op
 DailyTime = Annotated[str | None, EmptyDisables(), parsed(values.parse_daily_time)]
 SpamFailure = Annotated[Literal["defer", "accept"], parsed(lambda raw: raw.strip().lower())]
 
+#: DNS servers, `ADDR[:PORT]` or `[IPV6]:PORT`, separated by whitespace or commas.
+Nameservers = Annotated[tuple[tuple[str, int], ...], ItemList(), parsed(values.parse_nameservers)]
+#: One IP address, or None when unset or empty.
+OptionalAddress = Annotated[str | None, parsed(values.parse_optional_address)]
+
 Listen = Annotated[HostPort, parsed(values.parse_listen)]
 OptionalListen = Annotated[HostPort | None, parsed(values.parse_listen)]
 #: A listener that an empty variable switches off.

@@ -286,3 +286,67 @@ def parse_selectors(raw: str) -> DkimSelectors:
                 raise ValueError(f"{item!r} is not a valid selector")
             default = item
     return DkimSelectors(default=default, per_domain=per_domain)
+
+
+def parse_nameservers(raw: str) -> tuple[tuple[str, int], ...]:
+    """`ADDR[:PORT]` items (whitespace or commas) -> ((address, port), ...)."""
+    return tuple(parse_nameserver(item) for item in split_items(raw))
+
+
+def parse_optional_address(raw: str) -> str | None:
+    """An IP address (no port: resolv.conf has none), None when empty."""
+    text = raw.strip().strip("[]")
+    if not text:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"{raw.strip()!r} is not an IP address") from None
+
+
+def resolver_problem(address: str, resolv_conf: Path) -> str | None:
+    """Why Postfix would not ask the DNSSEC resolver `address`, or None.
+
+    Postfix's smtp client reads only resolv.conf, which names no port; for DANE it trusts
+    the AD bit of whatever server answers, so every server listed must be the validating one.
+    """
+    try:
+        text = resolv_conf.read_text()
+    except OSError as exc:
+        return f"cannot read {resolv_conf}: {exc.strerror}"
+    listed = [
+        fields[1]
+        for fields in (line.split() for line in text.splitlines())
+        if len(fields) >= 2 and fields[0] == "nameserver"
+    ]
+    if listed != [address]:
+        found = ", ".join(listed) or "none"
+        return (
+            f"Postfix asks only the resolvers in {resolv_conf} (there: {found}); it must list "
+            f"{address} alone (e.g. a validating unbound beside mailstack; Kubernetes: "
+            "dnsPolicy None with dnsConfig.nameservers)"
+        )
+    return None
+
+
+DNS_PORT = 53
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """`ADDR`, `ADDR:PORT`, `[IPV6]:PORT` or a bare IPv6 address -> (address, port)."""
+    raw = text.strip()
+    host, port = raw, str(DNS_PORT)
+    if raw.startswith("["):
+        host, sep, rest = raw[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not ADDR[:PORT] or [IPV6]:PORT")
+        port = rest[1:] if rest else port
+    elif raw.count(":") == 1:
+        host, _, port = raw.partition(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: {host!r} is not an IP address") from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be 1..65535")
+    return str(address), int(port)

@@ -12,8 +12,12 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mailstack.errors import ExitCode, MailstackError
+
+if TYPE_CHECKING:
+    from mailstack.mtasts.service import MtaStsService
 
 log = logging.getLogger("mailstack.worker")
 
@@ -54,6 +58,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--key", type=Path, help="TLS private key (PEM)")
     parser.add_argument("--xoauth2", type=Path, help="the relay's XOAUTH2 hop: its config file")
     parser.add_argument("--user", help="system user to become once every socket is bound")
+    sts = parser.add_argument_group("outbound MTA-STS")
+    sts.add_argument("--mta-sts", type=Path, help="the policy map for Postfix: unix socket PATH")
+    sts.add_argument("--mta-sts-cache", type=Path, help="the policy cache: a JSON file")
+    sts.add_argument("--mta-sts-ca-file", type=Path, help="trust for policy hosts (PEM)")
+    sts.add_argument("--nameserver", action="append", default=[], help="ADDR[:PORT], repeat")
     web = parser.add_argument_group("web listeners and ACME")
     web.add_argument("--http", help="HTTP listener (challenges, MTA-STS, autoconfig): address:port")
     web.add_argument("--https", help="HTTPS listener (needs --cert and --key): address:port")
@@ -95,6 +104,8 @@ async def serve(args: argparse.Namespace) -> None:
     services: list[Service] = []
     if args.xoauth2:
         services.append(XOAuth2(args.xoauth2))
+    if args.mta_sts:
+        services.append(mta_sts_service(args, mode))
     needs_store = bool(
         args.socketmap or args.dict or args.managesieve or args.greylist or args.http or args.https
     )
@@ -141,7 +152,9 @@ async def serve(args: argparse.Namespace) -> None:
         gateway = lookup.service.gateway if lookup is not None else None
         services += web_services(args, engine, gateway, context)
     if not services:
-        raise ValueError("no service to run: give --socketmap, --dict, --managesieve or --xoauth2")
+        raise ValueError(
+            "no service to run: give --socketmap, --dict, --managesieve, --mta-sts or --xoauth2"
+        )
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -173,6 +186,15 @@ async def serve(args: argparse.Namespace) -> None:
             await service.stop()
         if engine is not None:
             engine.dispose()
+
+
+def mta_sts_service(args: argparse.Namespace, mode: int) -> MtaStsService:
+    from mailstack.mtasts.service import MtaStsOptions, MtaStsService
+    from mailstack.settings.values import parse_nameserver
+
+    nameservers = tuple(parse_nameserver(text) for text in args.nameserver)
+    cache, ca_file = args.mta_sts_cache, args.mta_sts_ca_file
+    return MtaStsService(MtaStsOptions(args.mta_sts, cache, nameservers, ca_file, mode))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -252,6 +252,14 @@ arrives from; it is meant to face the internet. */}}
 - name: MAILSTACK_MTA_STS_MODE
   value: {{ . | quote }}
 {{- end }}
+{{- if eq .Values.server.mtaSts.outbound false }}
+- name: MAILSTACK_MTA_STS_OUTBOUND
+  value: "off"
+{{- end }}
+{{- with .Values.server.dnssecResolver }}
+- name: MAILSTACK_DNSSEC_RESOLVER
+  value: {{ . | quote }}
+{{- end }}
 {{- with .Values.server.database.existingSecret }}
 - name: MAILSTACK_DATABASE_URL
   valueFrom:

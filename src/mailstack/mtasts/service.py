@@ -1,0 +1,43 @@
+"""The worker's MTA-STS service: the policy map's listener, its source and its cache, with
+the controller shape (`start()` once bound, `stop()` idempotent)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mailstack.mtasts.cache import PolicyCache
+from mailstack.mtasts.fetch import PolicySource
+from mailstack.mtasts.lookup import PolicyLookup
+from mailstack.mtasts.server import MtaStsMap
+
+
+@dataclass
+class MtaStsOptions:
+    socket: Path
+    cache_file: Path | None = None
+    nameservers: tuple[tuple[str, int], ...] = ()
+    ca_file: Path | None = None
+    mode: int = 0o660
+
+
+@dataclass
+class MtaStsService:
+    options: MtaStsOptions
+    name: str = field(default="mta-sts", init=False)
+
+    def __post_init__(self) -> None:
+        self.source = PolicySource(self.options.nameservers, self.options.ca_file)
+        self.cache = PolicyCache(self.options.cache_file)
+        self.map = MtaStsMap(PolicyLookup(self.source, self.cache))
+
+    async def start(self) -> None:
+        self.cache.load(time.time())
+        path = os.fspath(self.options.socket)
+        await self.map.start(path=path, mode=self.options.mode)
+
+    async def stop(self) -> None:
+        await self.map.stop()
+        await self.source.close()
