@@ -10,24 +10,19 @@ a subprocess, with MAILSTACK_ROOT pointing at a private root.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import dns.exception
-import dns.message
-import dns.query
-import dns.rcode
 import pytest
-from server_harness import free_port, stop_process, wait_for
+from nsd_harness import NameServer, running_nsd, zone
 
 from mailstack.store import MailStore
 
@@ -91,91 +86,11 @@ def mail_root(tmp_path: Path) -> Path:
 # -- the name server --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class NameServer:
-    port: int
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-NSD_CONF = """\
-server:
-    ip-address: 127.0.0.1
-    port: {port}
-    username: ""
-    chroot: ""
-    zonesdir: "{folder}"
-    database: ""
-    zonelistfile: "{folder}/zone.list"
-    xfrdfile: "{folder}/xfrd.state"
-    xfrdir: "{folder}"
-    pidfile: "{folder}/nsd.pid"
-    logfile: "{folder}/nsd.log"
-    server-count: 1
-    verbosity: 1
-remote-control:
-    control-enable: no
-"""
-
-
-def zone(origin: str, body: str) -> str:
-    return (
-        f"$ORIGIN {origin}.\n$TTL 300\n"
-        "@ IN SOA ns.example.com. hostmaster.example.com. 1 3600 600 86400 300\n"
-        "@ IN NS ns.example.com.\n" + body
-    )
-
-
-def answers(port: int) -> bool:
-    query = dns.message.make_query(f"{DOMAIN}.", "SOA")
-    try:
-        reply = dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5)
-    except (OSError, dns.exception.DNSException):
-        return False
-    return reply.rcode() == dns.rcode.NOERROR and bool(reply.answer)
-
-
 @pytest.fixture
 def name_server() -> Iterator[Callable[[dict[str, str]], NameServer]]:
     """Start NSD for {zone name: zone text}; every one started is stopped at teardown."""
-    running: list[subprocess.Popen[bytes]] = []
-    folders: list[Path] = []
-
-    def start(zones: dict[str, str]) -> NameServer:
-        nsd = shutil.which("nsd") or "/usr/sbin/nsd"
-        assert Path(nsd).exists(), "NSD is not installed: scripts/install.sh --test"
-        folder = Path(tempfile.mkdtemp(prefix="mailstack-nsd-"))
-        folders.append(folder)
-        port = free_port()
-        config = NSD_CONF.format(port=port, folder=folder)
-        for name, text in zones.items():
-            (folder / f"{name}.zone").write_text(text)
-            config += f'zone:\n    name: "{name}"\n    zonefile: "{name}.zone"\n'
-        (folder / "nsd.conf").write_text(config)
-        proc = subprocess.Popen(
-            [nsd, "-d", "-c", str(folder / "nsd.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        running.append(proc)
-        log = folder / "nsd.log"
-        try:
-            wait_for(lambda: proc.poll() is not None or answers(port), 30, "NSD to answer")
-        except TimeoutError:
-            pytest.fail(f"NSD did not answer: {log.read_text() if log.exists() else ''}")
-        if proc.poll() is not None:
-            pytest.fail(f"NSD exited with {proc.returncode}: {log.read_text()}")
-        return NameServer(port)
-
-    try:
-        yield start
-    finally:
-        for proc in running:
-            stop_process(proc)
-        for folder in folders:
-            shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.ExitStack() as running:
+        yield lambda zones: running.enter_context(running_nsd(zones))
 
 
 def zones(domain_body: str) -> dict[str, str]:

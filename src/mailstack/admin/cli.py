@@ -10,7 +10,19 @@ from __future__ import annotations
 
 import typer
 
-from mailstack.admin import aliases, dkim, dns, domains, init, sieve, spam, tls, tokens, users
+from mailstack.admin import (
+    aliases,
+    dkim,
+    dkim_rotation,
+    dns,
+    domains,
+    init,
+    sieve,
+    spam,
+    tls,
+    tokens,
+    users,
+)
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -28,5 +40,6 @@ def register(app: typer.Typer) -> None:
     """Add `domain`, `user`, `alias`, `sieve`, `dkim` and `token` to the main app."""
     for name, group in GROUPS:
         app.add_typer(group, name=name)
+    dkim_rotation.register(dkim.app)
     dns.register(app)
     app.command("init")(init.init)

@@ -12,7 +12,8 @@ from mailstack import names
 from mailstack.api.auth import Admin, Store
 from mailstack.api.problems import renamed_fields
 from mailstack.api.schemas import DkimRecordOut, DomainIn, DomainOut
-from mailstack.dkim.keys import dns_record_value, key_path, parse_txt
+from mailstack.dkim.keys import dns_record_value, parse_txt
+from mailstack.dkim.selectors import SelectorError, signing_key
 from mailstack.settings.values import DkimSelectors
 from mailstack.store import NotFound, StoreUnavailable
 
@@ -51,16 +52,21 @@ def remove_domain(
 
 @router.get("/{domain}/dkim", summary="The DKIM record to publish for a domain")
 def dkim_record(domain: str, request: Request, store: Store, _: Admin) -> DkimRecordOut:
-    """Read from the domain's private key file (`<domain>.private` in the key folder), the
-    one OpenDKIM signs with; the selector is the one DKIM_SELECTOR gives the domain. The
-    worker (not root) may not read that file: then the public `<domain>.txt` beside it,
-    which is written with the key, gives the record."""
+    """Read from the private key file OpenDKIM signs the domain's mail with: the active
+    selector's after a key rotation (`mailstack dkim rotate`), else `<domain>.private` in the
+    key folder with the selector DKIM_SELECTOR gives the domain. The worker (not root) may
+    not read that file: then the public `.txt` beside it, written with the key, gives the
+    record."""
     name = names.normalise_domain(domain)
     if name not in {d.name for d in store.list_domains()}:
         raise NotFound(f"domain {name} is not hosted here")
     keys: Path = request.app.state.dkim_keys
     selectors: DkimSelectors = request.app.state.dkim_selectors
-    private = key_path(keys, name)
+    try:
+        signing = signing_key(keys, name, selectors.for_domain(name))
+    except SelectorError as exc:
+        raise StoreUnavailable(f"cannot read the DKIM selectors of {name}: {exc}") from None
+    private = signing.private_key
     try:
         pem = private.read_bytes()
     except FileNotFoundError:
@@ -69,10 +75,9 @@ def dkim_record(domain: str, request: Request, store: Store, _: Admin) -> DkimRe
         pem = None
     except OSError as exc:
         raise StoreUnavailable(f"cannot read the DKIM key of {name}: {exc.strerror}") from None
-    value = _published_value(keys, name) if pem is None else _derived_value(pem, name)
-    selector = selectors.for_domain(name)
+    value = _published_value(private, name) if pem is None else _derived_value(pem, name)
     return DkimRecordOut(
-        domain=name, selector=selector, name=f"{selector}._domainkey.{name}", value=value
+        domain=name, selector=signing.selector, name=signing.record_name, value=value
     )
 
 
@@ -83,9 +88,9 @@ def _derived_value(pem: bytes, name: str) -> str:
         raise StoreUnavailable(f"the DKIM key of {name} is not a PEM private key") from None
 
 
-def _published_value(keys: Path, name: str) -> str:
+def _published_value(private: Path, name: str) -> str:
     try:
-        value = parse_txt((keys / f"{name}.txt").read_text())
+        value = parse_txt(private.with_suffix(".txt").read_text())
     except OSError as exc:
         raise StoreUnavailable(f"cannot read the DKIM record of {name}: {exc.strerror}") from None
     if not value.startswith("v=DKIM1"):
