@@ -1233,6 +1233,16 @@ def test_server_runs_with_the_charts_read_only_layout(image: str, tmp_path: Path
         pod.remove()
 
 
+def test_server_dkim_rotate_selector_sets_the_environment() -> None:
+    """server.dkim.rotateSelector becomes MAILSTACK_DKIM_ROTATE_SELECTOR; a pattern with a
+    character no selector may hold is refused by the schema."""
+    found = env_vars(render(server(server={"dkim": {"rotateSelector": "k%Y%m"}})))
+    assert found["MAILSTACK_DKIM_ROTATE_SELECTOR"]["value"] == "k%Y%m"
+    assert "MAILSTACK_DKIM_ROTATE_SELECTOR" not in env_vars(render(server()))
+    with pytest.raises(Exception, match="rotateSelector"):
+        render(server(server={"dkim": {"rotateSelector": "k %Y"}}))
+
+
 def test_server_acme_values_set_the_environment() -> None:
     """server.acme, server.tls.names and server.mtaSts become the worker's settings; ACME and a
     certificate Secret together are refused."""

@@ -13,6 +13,7 @@ import typer
 from mailstack.admin import (
     aliases,
     dkim,
+    dkim_rotation,
     dns,
     domains,
     init,
@@ -41,5 +42,6 @@ def register(app: typer.Typer) -> None:
     """Add `domain`, `user`, `alias`, `sieve`, `dkim` and `token` to the main app."""
     for name, group in GROUPS:
         app.add_typer(group, name=name)
+    dkim_rotation.register(dkim.app)
     dns.register(app)
     app.command("init")(init.init)

@@ -26,7 +26,8 @@ DEFAULT_SELECTOR = "mail"
 KEY_OWNER = "opendkim"
 
 
-def _domain(raw: str) -> str:
+def domain_name(raw: str) -> str:
+    """The DOMAIN argument, normalised; exit 2 when it is not a domain."""
     try:
         return parse_domain(raw)
     except ValueError as exc:
@@ -55,18 +56,19 @@ def _key_owner() -> str | None:
     return KEY_OWNER if os.geteuid() == 0 else None
 
 
-def _generate(keys_dir: Path, domain: str, selector: str) -> bytes:
-    """A new key and its opendkim-genkey-shaped `.txt`, as DKIM_AUTOGENERATE writes them."""
-    from mailstack.dkim.keys import generate_private_key, key_path, render_txt
+def write_new_key(private: Path, domain: str, selector: str) -> bytes:
+    """A new key at `private` (0600, OpenDKIM's) and its opendkim-genkey-shaped `.txt`
+    beside it, as DKIM_AUTOGENERATE writes them."""
+    from mailstack.dkim.keys import generate_private_key, render_txt
     from mailstack.runtime.files import write_atomic
 
     pem = generate_private_key()
     try:
-        write_atomic(key_path(keys_dir, domain), pem.decode("ascii"), 0o600, _key_owner())
-        write_atomic(keys_dir / f"{domain}.txt", render_txt(selector, domain, pem), 0o644)
+        write_atomic(private, pem.decode("ascii"), 0o600, _key_owner())
+        write_atomic(private.with_suffix(".txt"), render_txt(selector, domain, pem), 0o644)
     except OSError as exc:
-        raise AdminError(f"cannot write a key into {keys_dir}: {exc.strerror}") from None
-    typer.echo(f"generated a new DKIM key for {domain}: {key_path(keys_dir, domain)}", err=True)
+        raise AdminError(f"cannot write a key into {private.parent}: {exc.strerror}") from None
+    typer.echo(f"generated a new DKIM key for {domain}: {private}", err=True)
     return pem
 
 
@@ -80,13 +82,32 @@ def record_value(keys_dir: Path, domain: str, selector: str, generate: bool) -> 
             raise AdminError(
                 f"no DKIM key for {domain}: {private} does not exist (add --generate to create one)"
             )
-        return dns_record_value(_generate(keys_dir, domain, selector))
+        return dns_record_value(write_new_key(private, domain, selector))
+    return key_record(private)
+
+
+def key_record(private: Path) -> str:
+    """The TXT value derived from a private key file, the one OpenDKIM signs with."""
+    from mailstack.dkim.keys import dns_record_value
+
     try:
         return dns_record_value(private.read_bytes())
     except OSError as exc:
         raise AdminError(f"cannot read the DKIM key {private}: {exc.strerror}") from None
     except (ValueError, TypeError) as exc:
         raise AdminError(f"{private} is not an unencrypted PEM private key ({exc})") from None
+
+
+def listed_records(keys_dir: Path, domain: str, selector: str | None) -> list[tuple[str, str, str]]:
+    """(selector, TXT value, state) of each of a rotated domain's selectors (only `selector`
+    when given); empty for a domain never rotated."""
+    from mailstack.dkim.selectors import load_state
+
+    state = load_state(keys_dir, domain)
+    if state is None:
+        return []
+    keys = state.keys if selector is None else (state.get(selector),)
+    return [(k.selector, key_record(k.private_key(keys_dir)), k.advice(domain)) for k in keys]
 
 
 @app.command("show")
@@ -98,7 +119,8 @@ def show(
             "--selector",
             metavar="SELECTOR",
             show_default=False,
-            help="Default: what DKIM_SELECTOR gives DOMAIN, else 'mail'.",
+            help="Only this selector of a rotated domain. Else the selector to print: "
+            "default what DKIM_SELECTOR gives DOMAIN, else 'mail'.",
         ),
     ] = None,
     generate: Annotated[
@@ -117,14 +139,23 @@ def show(
         ),
     ] = Path("/"),
 ) -> None:
-    """Print the TXT record to publish for DOMAIN's DKIM key: its name and its value."""
+    """Print the TXT record to publish for each of DOMAIN's DKIM selectors: its name, value
+    and state (active: signs; pending: made by `dkim rotate`, waits for `dkim activate`;
+    retiring: signed before, stays published until `dkim retire`)."""
     with reporting():
-        name = _domain(domain)
+        name = domain_name(domain)
         chosen = selector_for(selector, name)
-        value = record_value(Paths(root).dkim_keys, name, chosen, generate)
-    typer.echo(f"name:  {chosen}._domainkey.{name}")
-    typer.echo("type:  TXT")
-    typer.echo(f"value: {value}")
+        keys_dir = Paths(root).dkim_keys
+        listed = listed_records(keys_dir, name, None if selector is None else chosen)
+        if not listed:
+            listed = [(chosen, record_value(keys_dir, name, chosen, generate), "active")]
+    for number, (shown, value, state) in enumerate(listed):
+        if number:
+            typer.echo()
+        typer.echo(f"name:  {shown}._domainkey.{name}")
+        typer.echo("type:  TXT")
+        typer.echo(f"value: {value}")
+        typer.echo(f"state: {state}")
 
 
 @app.command("sync")

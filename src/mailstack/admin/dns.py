@@ -12,7 +12,7 @@ import os
 import socket
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -97,21 +97,18 @@ def _selector(domain: str) -> str:
 
 
 def _dkim_keys(domain: str) -> list[DkimKey]:
-    """The domain's key (one `<domain>.private` per domain) with its selector, as
-    `mailstack dkim show` prints it; none when there is no key file."""
-    from mailstack.dkim.keys import dns_record_value
+    """The domain's keys with their selectors and states, as `mailstack dkim show` prints
+    them: every selector of a rotated domain, else its `<domain>.private`; none when there
+    is no key file."""
+    from mailstack.admin.dkim import key_record, listed_records
 
     private = _dkim_key_file(domain)
-    selector = _selector(domain)
+    rotated = listed_records(private.parent, domain, None)
+    if rotated:
+        return [DkimKey(selector, value, state) for selector, value, state in rotated]
     if not private.exists():
         return []
-    try:
-        value = dns_record_value(private.read_bytes())
-    except OSError as exc:
-        raise AdminError(f"cannot read the DKIM key {private}: {exc.strerror}") from None
-    except (ValueError, TypeError) as exc:
-        raise AdminError(f"{private} is not an unencrypted PEM private key ({exc})") from None
-    return [DkimKey(selector, value)]
+    return [DkimKey(_selector(domain), key_record(private))]
 
 
 def _hosted(store: MailStore, domain: str) -> None:
@@ -136,7 +133,19 @@ def _no_key_finding(domain: str) -> Finding:
     return Finding(record, "error", (), detail)
 
 
-def _check(records: list[Record], server: str, nameserver: str | None) -> list[Finding]:
+def nameserver_option(when: str) -> Any:
+    """The --nameserver option (`when` begins its help, e.g. "With --check: ")."""
+    return typer.Option(
+        "--nameserver",
+        metavar="ADDR[:PORT]",
+        show_default=False,
+        help=f"{when}ask this name server ([IPV6]:PORT for IPv6 with a port). "
+        "Default: the system's resolver.",
+    )
+
+
+def check_published(records: list[Record], server: str, nameserver: str | None) -> list[Finding]:
+    """Resolve `records` (through --nameserver's server, else the system's resolver)."""
     from mailstack.dns.check import DnsLookup, check_records
     from mailstack.settings.values import parse_nameserver
 
@@ -182,16 +191,7 @@ def dns(
             "(with the expected value); exit 1 unless all are ok.",
         ),
     ] = False,
-    nameserver: Annotated[
-        str | None,
-        typer.Option(
-            "--nameserver",
-            metavar="ADDR[:PORT]",
-            show_default=False,
-            help="With --check: ask this name server ([IPV6]:PORT for IPv6 with a port). "
-            "Default: the system's resolver.",
-        ),
-    ] = None,
+    nameserver: Annotated[str | None, nameserver_option("With --check: ")] = None,
     mta_sts_mode: Annotated[
         MtaStsMode,
         typer.Option(
@@ -223,7 +223,7 @@ def dns(
             typer.echo(zone_text(name, server, records, mta_sts_mode.value), nl=False)
         return
     with reporting():
-        findings = _check(records, server, nameserver)
+        findings = check_published(records, server, nameserver)
     if not keys:
         findings.append(_no_key_finding(name))
     if as_json:

@@ -16,6 +16,9 @@ alias_app = group(
 )
 app.add_typer(alias_app, name="alias")
 
+#: what `sync_signing` says of a domain the running OpenDKIM signs after its reload
+SIGNING_NOW = "OpenDKIM signs its mail now"
+
 DomainName = Annotated[str, typer.Argument(metavar="NAME", help="Domain, e.g. example.com.")]
 
 
@@ -40,10 +43,10 @@ def _sign_for(name: str, hosted: list[str]) -> None:
     typer.echo(f"DKIM key ready ({keys[name]}); publish it: mailstack dkim show {name}")
 
 
-def sync_signing(hosted: list[str]) -> dict[str, str] | None:
+def sync_signing(hosted: list[str], purpose: str = "give it a DKIM key") -> dict[str, str] | None:
     """On the server under MAILSTACK_ROOT (as root): keys for the hosted domains, OpenDKIM's
     tables rewritten and reloaded. Domain -> how it is signed; None when nothing was done
-    (said on stderr)."""
+    (said on stderr, with `purpose`)."""
     from mailstack.errors import ConfigError
     from mailstack.paths import Paths
     from mailstack.runtime.server import refresh_dkim, reload_opendkim
@@ -54,7 +57,7 @@ def sync_signing(hosted: list[str]) -> dict[str, str] | None:
     if not (paths.opendkim_config / "opendkim.conf").exists():
         return None  # no server set up here (yet): its first start makes the keys
     if os.geteuid() != 0:
-        typer.echo("note: run as root to give it a DKIM key now; else at the next start", err=True)
+        typer.echo(f"note: run as root to {purpose} now; else at the next start", err=True)
         return None
     try:
         settings = load_server_settings(os.environ)
@@ -62,7 +65,7 @@ def sync_signing(hosted: list[str]) -> dict[str, str] | None:
         typer.echo(f"note: no DKIM key made now ({exc}); the next start makes it", err=True)
         return None
     keys = refresh_dkim(settings, paths, hosted)
-    how = "OpenDKIM signs its mail now" if reload_opendkim(paths) else "signed from the start"
+    how = SIGNING_NOW if reload_opendkim(paths) else "signed from the start"
     return {key.domain: how for key in keys}
 
 

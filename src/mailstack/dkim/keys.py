@@ -84,19 +84,19 @@ class KeyUnreadable(Exception):
     """The domain's key or record file exists but cannot be read or makes no record."""
 
 
-def published_value(keys_dir: Path, domain: str) -> str | None:
-    """The TXT value to publish for `domain`'s key; None when it has no key (yet).
+def published_value(private: Path, domain: str) -> str | None:
+    """The TXT value to publish for `domain`'s key file `private`; None when there is no
+    such file (yet).
 
-    Derived from `<domain>.private`, the file OpenDKIM signs with. A process that may not
-    read it (the worker is not root) gets the value from the `<domain>.txt` written with it.
+    Derived from the private key, the file OpenDKIM signs with. A process that may not read
+    it (the worker is not root) gets the value from the `.txt` written beside it.
     """
-    private = key_path(keys_dir, domain)
     try:
         pem = private.read_bytes()
     except FileNotFoundError:
         return None
     except PermissionError:
-        return _txt_value(keys_dir, domain)
+        return _txt_value(private.with_suffix(".txt"), domain)
     except OSError as exc:
         raise KeyUnreadable(f"cannot read the DKIM key of {domain}: {exc.strerror}") from None
     try:
@@ -105,9 +105,9 @@ def published_value(keys_dir: Path, domain: str) -> str | None:
         raise KeyUnreadable(f"the DKIM key of {domain} is not a PEM private key") from None
 
 
-def _txt_value(keys_dir: Path, domain: str) -> str:
+def _txt_value(record_file: Path, domain: str) -> str:
     try:
-        value = parse_txt((keys_dir / f"{domain}.txt").read_text())
+        value = parse_txt(record_file.read_text())
     except OSError as exc:
         raise KeyUnreadable(f"cannot read the DKIM record of {domain}: {exc.strerror}") from None
     if not value.startswith("v=DKIM1"):

@@ -40,10 +40,12 @@ SERVER_ADDRESS = "<the public IPv4 and IPv6 addresses of this server>"
 
 @dataclass(frozen=True)
 class DkimKey:
-    """One signing key of a domain: its selector and its TXT record's text."""
+    """One signing key of a domain: its selector, its TXT record's text, and its state
+    (`active`, or what `mailstack dkim show` says of a pending or retiring selector)."""
 
     selector: str
     value: str
+    state: str = "active"
 
     @property
     def public_key(self) -> str:
@@ -103,6 +105,12 @@ def mta_sts_id(policy: str) -> str:
     return hashlib.sha256(policy.encode("utf-8")).hexdigest()[:MTA_STS_ID_LENGTH]
 
 
+def _dkim_note(domain: str, state: str) -> str:
+    if state == "active":
+        return f"active: the public half of the key OpenDKIM signs {domain}'s mail with"
+    return state  # pending or retiring, with what to do next
+
+
 def expected_records(
     domain: str,
     server: str,
@@ -133,7 +141,7 @@ def expected_records(
                 f"{key.selector}._domainkey.{domain}",
                 "TXT",
                 key.value,
-                f"the public half of the key OpenDKIM signs {domain}'s mail with",
+                _dkim_note(domain, key.state),
             )
             for key in dkim
         ),

@@ -22,11 +22,8 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mailstack.dkim.keys import (
-    DomainKey,
-    domains_with_keys,
-    key_path,
-)
+from mailstack.dkim.keys import DomainKey, domains_with_keys
+from mailstack.dkim.selectors import rotated_domains, signing_key
 from mailstack.errors import ConfigError, ExitCode, Problem
 from mailstack.paths import Paths
 from mailstack.render.dovecot import global_sieve_scripts, render_dovecot
@@ -199,9 +196,13 @@ def reload_opendkim(paths: Paths) -> bool:
 
 def _server_keys(settings: ServerSettings, paths: Paths, domains: list[str]) -> list[DomainKey]:
     """Keys of hosted domains; with DKIM_AUTOGENERATE (on by default here) missing ones are
-    made. Keys on disk for domains not hosted are used too (e.g. a parent domain)."""
+    made. Keys on disk for domains not hosted are used too (e.g. a parent domain). A rotated
+    domain signs with its state file's active selector (`mailstack dkim rotate`) and never
+    gets a `<domain>.private` again once that one is retired."""
+    keys_dir = paths.dkim_keys
+    rotated = rotated_domains(keys_dir)
     if settings.dkim_autogenerate:
-        for domain in domains:
+        for domain in (d for d in domains if d not in rotated):
             selector = settings.dkim_selectors.for_domain(domain)
             record = generate_key(paths.dkim_keys, domain, selector)
             if record is not None:
@@ -212,11 +213,14 @@ def _server_keys(settings: ServerSettings, paths: Paths, domains: list[str]) -> 
                     domain,
                     record,
                 )
-    on_disk = domains_with_keys(paths.dkim_keys)
-    return [
-        DomainKey(d, settings.dkim_selectors.for_domain(d), key_path(paths.dkim_keys, d))
-        for d in on_disk
-    ]
+    keys = []
+    for domain in sorted({*domains_with_keys(keys_dir), *rotated}):
+        key = signing_key(keys_dir, domain, settings.dkim_selectors.for_domain(domain))
+        if key.private_key.exists():
+            keys.append(key)
+        else:
+            log.error("no DKIM key %s (%s): its mail is not signed", key.private_key, key.selector)
+    return keys
 
 
 def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:

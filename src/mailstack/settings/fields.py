@@ -84,6 +84,7 @@ OptionalListen = Annotated[HostPort | None, parsed(values.parse_listen)]
 Listener = Annotated[HostPort | None, EmptyDisables(), parsed(_listener)]
 Relayhost = Annotated[RelayHost | None, parsed(values.parse_relayhost)]
 Selectors = Annotated[DkimSelectors, parsed(values.parse_selectors)]
+SelectorFormat = Annotated[str, parsed(values.parse_selector_format)]
 
 #: Secrets may come from `<VARIABLE>_FILE`; a password is taken as it is, never stripped.
 Username = Annotated[str | None, FromFile(), STRIPPED]

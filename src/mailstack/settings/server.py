@@ -30,11 +30,12 @@ from mailstack.settings.fields import (
     OptionalNumber,
     OptionalPath,
     OptionalText,
+    SelectorFormat,
     SpamFailure,
     Text,
     parsed,
 )
-from mailstack.settings.values import HostPort
+from mailstack.settings.values import DEFAULT_SELECTOR_FORMAT, HostPort
 
 DEFAULT_MESSAGE_SIZE_LIMIT = 50 * 1024 * 1024
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
@@ -64,6 +65,10 @@ class ServerSettings(ProfileSettings):
         "message_size_limit", default=DEFAULT_MESSAGE_SIZE_LIMIT
     )
     dkim_autogenerate: bool = ProfileSettings.field_with("dkim_autogenerate", default=True)
+    #: strftime pattern of the selector `mailstack dkim rotate` makes (read by that command)
+    dkim_rotate_selector: SelectorFormat = Field(
+        DEFAULT_SELECTOR_FORMAT, alias="MAILSTACK_DKIM_ROTATE_SELECTOR", validate_default=True
+    )
 
     database_url: OptionalText = Field(None, alias="MAILSTACK_DATABASE_URL")
     mail_user: Text = Field("vmail", alias="MAILSTACK_MAIL_USER", validate_default=True)

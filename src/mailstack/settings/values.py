@@ -10,6 +10,7 @@ import ipaddress
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mailstack.errors import InvalidInput
@@ -265,6 +266,30 @@ class DkimSelectors:
 
 
 _SELECTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: MAILSTACK_DKIM_ROTATE_SELECTOR's default: `ms202611` for a rotation in November 2026
+DEFAULT_SELECTOR_FORMAT = "ms%Y%m"
+#: a sample date for checking a selector format: every field has its widest value
+_SAMPLE_DATE = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def parse_selector(raw: str) -> str:
+    """One DKIM selector: letters, digits, `.`, `_` and `-`, starting with a letter or digit."""
+    text = raw.strip()
+    if not _SELECTOR.match(text):
+        raise ValueError(f"{text!r} is not a valid selector")
+    return text
+
+
+def parse_selector_format(raw: str) -> str:
+    """MAILSTACK_DKIM_ROTATE_SELECTOR: a strftime(3) pattern (`ms%Y%m`) whose every date
+    gives a valid selector."""
+    text = raw.strip()
+    if not text:
+        raise ValueError("must not be empty")
+    made = _SAMPLE_DATE.strftime(text)
+    if not _SELECTOR.match(made):
+        raise ValueError(f"{text!r} makes {made!r}, which is not a valid selector")
+    return text
 
 
 def parse_selectors(raw: str) -> DkimSelectors:

@@ -24,6 +24,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from mailstack.dkim.keys import KeyUnreadable, published_value
+from mailstack.dkim.selectors import SelectorError, signing_key
 from mailstack.dns.records import DkimKey, expected_records, zone_data, zone_text
 from mailstack.errors import InvalidInput
 from mailstack.mailqueue import MailQueue, QueueUnavailable
@@ -171,25 +172,23 @@ class AdminPages:
             return found
         return RedirectResponse("/admin/domains", status_code=303)
 
-    def dkim_value(self, domain: str) -> str | None:
+    def dkim_record(self, domain: str) -> tuple[str, str | None]:
+        """The signing selector and its TXT value (None: no key yet)."""
+        selector = self.setup.dkim_selectors.for_domain(domain)
         if self.setup.dkim_keys is None:
-            return None
+            return selector, None
         try:
-            return published_value(self.setup.dkim_keys, domain)
+            signing = signing_key(self.setup.dkim_keys, domain, selector)
+            return signing.selector, published_value(signing.private_key, domain)
+        except SelectorError as exc:
+            raise StoreUnavailable(f"cannot read the DKIM selectors of {domain}: {exc}") from None
         except KeyUnreadable as exc:
             raise StoreUnavailable(str(exc)) from None
 
     def domains_page(
         self, session: Session, failure: Failure | None = None, form: dict[str, str] | None = None
     ) -> Response:
-        domains = [
-            (
-                domain,
-                self.setup.dkim_selectors.for_domain(domain.name),
-                self.dkim_value(domain.name),
-            )
-            for domain in self.store.list_domains()
-        ]
+        domains = [(domain, *self.dkim_record(domain.name)) for domain in self.store.list_domains()]
         return self.page(
             "admin_domains.html",
             session,
@@ -225,8 +224,7 @@ class AdminPages:
             missing = Failure(404, f"There is no domain {name} here.")
             return self.page("admin_missing.html", session, missing)
         site = self.setup.site
-        selector = self.setup.dkim_selectors.for_domain(name)
-        value = self.dkim_value(name)
+        selector, value = self.dkim_record(name)
         keys = [] if value is None else [DkimKey(selector, value)]
         records = expected_records(name, site.hostname, site.client_ports, keys, site.mta_sts_mode)
         return self.page(

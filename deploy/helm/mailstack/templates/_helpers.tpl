@@ -260,6 +260,10 @@ arrives from; it is meant to face the internet. */}}
 - name: MAILSTACK_DNSSEC_RESOLVER
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.server.dkim.rotateSelector }}
+- name: MAILSTACK_DKIM_ROTATE_SELECTOR
+  value: {{ . | quote }}
+{{- end }}
 {{- with .Values.server.database.existingSecret }}
 - name: MAILSTACK_DATABASE_URL
   valueFrom:

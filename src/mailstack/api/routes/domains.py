@@ -12,7 +12,8 @@ from mailstack import names
 from mailstack.api.auth import Admin, Store
 from mailstack.api.problems import renamed_fields
 from mailstack.api.schemas import DkimRecordOut, DomainIn, DomainOut
-from mailstack.dkim.keys import KeyUnreadable, key_path, published_value
+from mailstack.dkim.keys import KeyUnreadable, published_value
+from mailstack.dkim.selectors import SelectorError, signing_key
 from mailstack.settings.values import DkimSelectors
 from mailstack.store import NotFound, StoreUnavailable
 
@@ -51,23 +52,26 @@ def remove_domain(
 
 @router.get("/{domain}/dkim", summary="The DKIM record to publish for a domain")
 def dkim_record(domain: str, request: Request, store: Store, _: Admin) -> DkimRecordOut:
-    """Read from the domain's private key file (`<domain>.private` in the key folder), the
-    one OpenDKIM signs with; the selector is the one DKIM_SELECTOR gives the domain. The
-    worker (not root) may not read that file: then the public `<domain>.txt` beside it,
-    which is written with the key, gives the record."""
+    """Read from the private key file OpenDKIM signs the domain's mail with: the active
+    selector's after a key rotation (`mailstack dkim rotate`), else `<domain>.private` in the
+    key folder with the selector DKIM_SELECTOR gives the domain. The worker (not root) may
+    not read that file: then the public `.txt` beside it, written with the key, gives the
+    record."""
     name = names.normalise_domain(domain)
     if name not in {d.name for d in store.list_domains()}:
         raise NotFound(f"domain {name} is not hosted here")
     keys: Path = request.app.state.dkim_keys
     selectors: DkimSelectors = request.app.state.dkim_selectors
     try:
-        value = published_value(keys, name)
+        signing = signing_key(keys, name, selectors.for_domain(name))
+        value = published_value(signing.private_key, name)
+    except SelectorError as exc:
+        raise StoreUnavailable(f"cannot read the DKIM selectors of {name}: {exc}") from None
     except KeyUnreadable as exc:
         raise StoreUnavailable(str(exc)) from None
     if value is None:
-        private = key_path(keys, name)
+        private = signing.private_key
         raise NotFound(f"no DKIM key for {name}: {private.name} is not in the key folder")
-    selector = selectors.for_domain(name)
     return DkimRecordOut(
-        domain=name, selector=selector, name=f"{selector}._domainkey.{name}", value=value
+        domain=name, selector=signing.selector, name=signing.record_name, value=value
     )
