@@ -145,3 +145,21 @@ def test_worker_gets_the_secret_in_its_environment_only(tmp_path: Path) -> None:
     argv, env = acme_options(http01, Paths(tmp_path))
     assert env == {}
     assert "--acme-dns-server" not in argv
+
+
+def test_worker_builds_the_provider_from_those_options(tmp_path: Path) -> None:
+    """The options and environment the supervisor gives make the worker's RFC 2136 provider;
+    its description never shows the secret (it may end up in a traceback)."""
+    from mailstack.worker.__main__ import parse_args
+    from mailstack.worker.acme import rfc2136_provider
+
+    settings = _load(tmp_path, **{**DNS01, "MAILSTACK_ACME_DNS_SERVER": "[::1]:5353"})
+    argv, env = acme_options(settings, Paths(tmp_path))
+    provider = rfc2136_provider(parse_args(argv), env)
+    assert provider.server == HostPort("::1", 5353)
+    assert provider.tsig is not None
+    assert (provider.tsig.name, provider.tsig.algorithm) == ("acme-update", "hmac-sha256")
+    assert provider.tsig.secret == SECRET
+    assert SECRET not in repr(provider)
+    with pytest.raises(ValueError, match="both or neither"):
+        rfc2136_provider(parse_args(argv), {})
