@@ -1262,3 +1262,33 @@ def test_server_acme_values_set_the_environment() -> None:
     both = server(server={"acme": {"email": "a@example.com"}, "tls": {"secretName": "cert"}})
     with pytest.raises(Exception, match="choose one source of the certificate"):
         render(both)
+
+
+def test_server_acme_dns01_values_take_the_tsig_secret_from_a_secret() -> None:
+    """server.acme.dns becomes the DNS-01 settings; the TSIG secret comes from a Secret,
+    never as a value; dns-01 without a server, or half a TSIG key, is refused."""
+    dns = {
+        "server": "ns1.example.com:53",
+        "zone": "example.com",
+        "tsigKeyName": "acme-update",
+        "tsigAlgorithm": "hmac-sha512",
+        "tsigSecret": {"existingSecret": "acme-tsig", "key": "secret"},
+    }
+    acme = {"email": "postmaster@example.com", "challenge": "dns-01", "dns": dns}
+    found = env_vars(render(server(server={"acme": acme, "tls": {"names": ["*.example.com"]}})))
+    assert found["MAILSTACK_ACME_CHALLENGE"]["value"] == "dns-01"
+    assert found["MAILSTACK_ACME_DNS_SERVER"]["value"] == "ns1.example.com:53"
+    assert found["MAILSTACK_ACME_DNS_ZONE"]["value"] == "example.com"
+    assert found["MAILSTACK_ACME_DNS_TSIG_KEY_NAME"]["value"] == "acme-update"
+    assert found["MAILSTACK_ACME_DNS_TSIG_ALGORITHM"]["value"] == "hmac-sha512"
+    secret = found["MAILSTACK_ACME_DNS_TSIG_SECRET"]
+    assert "value" not in secret
+    assert secret["valueFrom"]["secretKeyRef"] == {"name": "acme-tsig", "key": "secret"}
+    assert found["MAILSTACK_TLS_NAMES"]["value"] == "*.example.com"
+    assert "MAILSTACK_ACME_CHALLENGE" not in env_vars(render(server()))
+    no_server = {**acme, "dns": {**dns, "server": ""}}
+    with pytest.raises(Exception, match=r"dns-01 needs server\.acme\.dns\.server"):
+        render(server(server={"acme": no_server}))
+    half = {**acme, "dns": {**dns, "tsigSecret": {"existingSecret": ""}}}
+    with pytest.raises(Exception, match="set both, or neither"):
+        render(server(server={"acme": half}))

@@ -6,7 +6,6 @@ it when the ACME server is gone."""
 from __future__ import annotations
 
 import contextlib
-import getpass
 import shutil
 import ssl
 from collections.abc import Iterator
@@ -16,11 +15,16 @@ import pytest
 from cryptography import x509
 from server_harness import shared_tempdir
 from tests.helpers import free_port
-from web_harness import Pebble, pebble, peer_certificate, running, worker_argv
+from web_harness import (
+    Pebble,
+    pebble,
+    peer_certificate,
+    running,
+    self_signed_acme_folder,
+    worker_argv,
+)
 
 from mailstack.acme.files import AcmeFiles
-from mailstack.acme.setup import prepare_acme_folder
-from mailstack.runtime.tls import self_signed_pair
 from mailstack.store import MailStore
 
 pytestmark = pytest.mark.daemons  # Debian's pebble: scripts/test-packages.txt
@@ -62,11 +66,7 @@ class Setup:
 def setup(sqlite_store: MailStore) -> Iterator[Setup]:
     sqlite_store.add_domain("example.test")
     folder = shared_tempdir("mailstack-acme-")
-    cert, key = self_signed_pair(NAMES[0])
-    (folder / "self.pem").write_bytes(cert)
-    (folder / "self.key").write_bytes(key)
-    files = AcmeFiles(folder / "acme")
-    prepare_acme_folder(files, (folder / "self.pem", folder / "self.key"), getpass.getuser())
+    files = self_signed_acme_folder(folder, NAMES[0])
     try:
         yield Setup(str(sqlite_store.engine.url), files, free_port(), free_port())
     finally:

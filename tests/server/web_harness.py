@@ -1,9 +1,11 @@
-"""A worker with its web listeners, and Pebble (with pebble-challtestsrv as its DNS), run as
-real processes on loopback; every one is stopped when its context ends, also on failure."""
+"""A worker with its web listeners, and Pebble (with pebble-challtestsrv or a given server as
+its DNS), run as real processes on loopback; every one is stopped when its context ends, also
+on failure."""
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import queue
 import re
@@ -23,6 +25,9 @@ from cryptography import x509
 from server_harness import stop_process
 from tests.helpers import free_port, wait_for
 
+from mailstack.acme.files import AcmeFiles
+from mailstack.acme.setup import prepare_acme_folder
+from mailstack.runtime.tls import self_signed_pair
 from mailstack.store import MailStore
 
 
@@ -101,6 +106,17 @@ def store_with_user(root: Path, domain: str, user: str, password: str) -> None:
         store.close()
 
 
+def self_signed_acme_folder(folder: Path, name: str) -> AcmeFiles:
+    """`folder/acme` as the server prepares it at its first start: the self-signed pair
+    for `name` live, owned by the user running the tests."""
+    cert, key = self_signed_pair(name)
+    (folder / "self.pem").write_bytes(cert)
+    (folder / "self.key").write_bytes(key)
+    files = AcmeFiles(folder / "acme")
+    prepare_acme_folder(files, (folder / "self.pem", folder / "self.key"), getpass.getuser())
+    return files
+
+
 def worker_argv(database: str, *options: str) -> list[str]:
     return [sys.executable, "-m", "mailstack.worker", "--database", database, *options]
 
@@ -135,10 +151,11 @@ class Pebble:
 
 
 @contextlib.contextmanager
-def pebble(folder: Path, http_port: int) -> Iterator[Pebble]:
+def pebble(folder: Path, http_port: int, dns_server: str | None = None) -> Iterator[Pebble]:
     """Pebble on loopback, validating HTTP-01 on `http_port` of the names it is asked for;
     every name resolves to 127.0.0.1 through pebble-challtestsrv's DNS (its own challenge
-    servers are off: the answers come from the worker)."""
+    servers are off: the answers come from the worker). With `dns_server` (host:port), its
+    validation asks that server instead, for DNS-01 TXT records too."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     ca_file, cert_file, key_file = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
@@ -161,17 +178,20 @@ def pebble(folder: Path, http_port: int) -> Iterator[Pebble]:
     (folder / "pebble.json").write_text(json.dumps(config))
     # no PEBBLE_VA_ALWAYS_VALID: the challenge is really fetched from the worker
     env = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PATH": "/usr/bin:/bin"}
-    dns_argv = ["pebble-challtestsrv", "-dns01", f"127.0.0.1:{dns}", "-http01", ""]
-    dns_argv += ["-https01", "", "-tlsalpn01", "", "-management", f"127.0.0.1:{free_port()}"]
-    dns_argv += ["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""]
-    with running(dns_argv, env) as resolver:
-        resolver.wait_line(r"Starting challenge servers", 30)
-        argv = ["pebble", "-config", str(folder / "pebble.json"), "-dnsserver"]
-        with running([*argv, f"127.0.0.1:{dns}"], env) as server:
-            server.wait_line(r"ACME directory available", 30)
-            yield Pebble(
-                f"https://127.0.0.1:{listen}/dir",
-                ca_file,
-                f"https://127.0.0.1:{management}",
-                server,
-            )
+    with contextlib.ExitStack() as stack:
+        if dns_server is None:
+            dns_argv = ["pebble-challtestsrv", "-dns01", f"127.0.0.1:{dns}", "-http01", ""]
+            dns_argv += ["-https01", "", "-tlsalpn01", "", "-management"]
+            dns_argv += [f"127.0.0.1:{free_port()}", "-defaultIPv4", "127.0.0.1"]
+            resolver = stack.enter_context(running([*dns_argv, "-defaultIPv6", ""], env))
+            resolver.wait_line(r"Starting challenge servers", 30)
+            dns_server = f"127.0.0.1:{dns}"
+        argv = ["pebble", "-config", str(folder / "pebble.json"), "-dnsserver", dns_server]
+        server = stack.enter_context(running(argv, env))
+        server.wait_line(r"ACME directory available", 30)
+        yield Pebble(
+            f"https://127.0.0.1:{listen}/dir",
+            ca_file,
+            f"https://127.0.0.1:{management}",
+            server,
+        )

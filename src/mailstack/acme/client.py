@@ -1,4 +1,5 @@
-"""One certificate order (RFC 8555) over HTTP-01, with certbot's `acme` library.
+"""One certificate order (RFC 8555), with certbot's `acme` library; the challenges are
+answered over HTTP-01 or DNS-01 (answers.py).
 
 Blocking (the library uses requests): the renewer runs `obtain` in a thread. The account key
 is made on first use and kept; the account itself is found again by its key (newAccount
@@ -10,15 +11,16 @@ from __future__ import annotations
 import datetime
 import encodings.idna  # noqa: F401 - used by requests for names; loaded before the worker drops root
 import logging
-from pathlib import Path
 from typing import cast
 
-from acme import challenges, client, crypto_util, errors, messages
+from acme import client, crypto_util, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
+from mailstack.acme.answers import ChallengeAnswers, Cleanup, Http01Answers
+from mailstack.acme.dns01 import Dns01Error
 from mailstack.acme.files import AcmeAccount, AcmeFiles
 from mailstack.runtime.files import write_atomic
 
@@ -66,47 +68,63 @@ def _client(account: AcmeAccount, key: JWKEC) -> client.ClientV2:
     return acme
 
 
-def obtain(account: AcmeAccount, files: AcmeFiles, names: tuple[str, ...]) -> tuple[str, str]:
-    """(full chain PEM, private key PEM) of a new certificate for `names`; AcmeError if not."""
+def obtain(
+    account: AcmeAccount,
+    files: AcmeFiles,
+    names: tuple[str, ...],
+    answers: ChallengeAnswers | None = None,
+) -> tuple[str, str]:
+    """(full chain PEM, private key PEM) of a new certificate for `names`, the challenges
+    answered by `answers` (HTTP-01 by default); AcmeError if not."""
     try:
-        return _obtain(account, files, names)
+        return _obtain(account, files, names, answers or Http01Answers(files.challenges))
+    except Dns01Error as exc:
+        raise AcmeError(f"DNS-01: {exc}") from exc
     except (errors.Error, messages.Error, OSError, ValueError) as exc:
-        raise AcmeError(f"{type(exc).__name__}: {exc}") from exc
+        raise AcmeError(_one_line(exc)) from exc
     except Exception as exc:  # requests' and josepy's own errors: all mean "not this time"
-        raise AcmeError(f"{type(exc).__name__}: {exc}") from exc
+        raise AcmeError(_one_line(exc)) from exc
 
 
-def _obtain(account: AcmeAccount, files: AcmeFiles, names: tuple[str, ...]) -> tuple[str, str]:
+def _one_line(exc: Exception) -> str:
+    """The error as one log line (a failed validation lists each authorization on a line)."""
+    lines = (line.strip() for line in str(exc).splitlines())
+    return f"{type(exc).__name__}: {'; '.join(line for line in lines if line)}"
+
+
+def _obtain(
+    account: AcmeAccount, files: AcmeFiles, names: tuple[str, ...], answers: ChallengeAnswers
+) -> tuple[str, str]:
     key = account_key(files)
     acme = _client(account, key)
     private_key = new_private_key()
     order = acme.new_order(crypto_util.make_csr(private_key, list(names)))
-    answered: list[Path] = []
+    cleanups: list[Cleanup] = []
     try:
+        chosen: list[messages.ChallengeBody] = []
         for authorization in order.authorizations:
             if authorization.body.status == messages.STATUS_VALID:
                 continue  # validated recently; the server reuses it
+            name = authorization.body.identifier.value
             challenge = next(
-                (
-                    c
-                    for c in authorization.body.challenges
-                    if isinstance(c.chall, challenges.HTTP01)
-                ),
-                None,
+                (c for c in authorization.body.challenges if c.chall.typ == answers.kind), None
             )
             if challenge is None:
-                name = authorization.body.identifier.value
-                raise AcmeError(f"the ACME server offers no HTTP-01 challenge for {name}")
-            response, validation = challenge.response_and_validation(key)
-            token = files.challenges / challenge.chall.encode("token")
-            write_atomic(token, validation, 0o644)
-            answered.append(token)
-            acme.answer_challenge(challenge, response)
+                shown = f"*.{name}" if authorization.body.wildcard else name
+                raise AcmeError(f"the ACME server offers no {answers.kind} challenge for {shown}")
+            cleanups.append(answers.present(challenge, name, key))
+            chosen.append(challenge)
+        # every answer is in place before the server looks at any
+        for challenge in chosen:
+            acme.answer_challenge(challenge, challenge.response(key))
         deadline = datetime.datetime.now() + datetime.timedelta(seconds=ORDER_SECONDS)
         done = acme.poll_and_finalize(order, deadline)
     finally:
-        for token in answered:
-            token.unlink(missing_ok=True)
+        for cleanup in cleanups:
+            try:
+                cleanup()
+            except (Dns01Error, OSError) as exc:  # the order's own outcome still counts
+                log.error("could not remove a challenge answer: %s", exc)
     if not done.fullchain_pem:
         raise AcmeError("the order ended without a certificate")
     return done.fullchain_pem, private_key.decode("ascii")

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from mailstack.acme.answers import ChallengeAnswers, Http01Answers
 from mailstack.acme.certs import CertificateInfo, read_certificate, renewal_reason
 from mailstack.acme.files import AcmeAccount, AcmeFiles
 
@@ -36,12 +37,14 @@ class AcmeRenewer:
         names: tuple[str, ...],
         on_new: Callable[[], None],
         *,
+        answers: ChallengeAnswers | None = None,
         check_every: float = CHECK_EVERY,
     ) -> None:
         self.account = account
         self.files = files
         self.names = names
         self.on_new = on_new
+        self.answers = answers or Http01Answers(files.challenges)
         self.check_every = check_every
         self._task: asyncio.Task[None] | None = None
 
@@ -95,11 +98,18 @@ class AcmeRenewer:
                 f"{info.renew_after:%Y-%m-%d}",
             )
             return True
-        log.info("ordering a certificate for %s: %s", ", ".join(self.names), reason)
+        log.info(
+            "ordering a certificate for %s over %s: %s",
+            ", ".join(self.names),
+            self.answers.kind.upper(),
+            reason,
+        )
         from mailstack.acme.client import AcmeError, obtain  # imported by the worker already
 
         try:
-            chain, key = await asyncio.to_thread(obtain, self.account, self.files, self.names)
+            chain, key = await asyncio.to_thread(
+                obtain, self.account, self.files, self.names, self.answers
+            )
         except AcmeError as exc:
             kept = f"serial {info.serial_hex}" if info else "the self-signed one"
             log.error(

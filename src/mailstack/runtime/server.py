@@ -35,6 +35,7 @@ from mailstack.render.server import (
     render_server_postfix,
     tls_files,
 )
+from mailstack.runtime.acme import acme_options, acme_secrets
 from mailstack.runtime.files import ensure_dir, materialise
 from mailstack.runtime.mtasts import mta_sts_options, prepare_mta_sts
 from mailstack.runtime.orphans import stop_leftover
@@ -345,12 +346,15 @@ def worker_process(settings: ServerSettings, paths: Paths, prepared: PreparedSer
     web_argv, web_probes = web_options(settings, paths)
     argv += web_argv
     probes += web_probes
+    acme_argv, acme_env = acme_options(settings, paths)
+    argv += acme_argv
+    env.update(acme_env)
     # not critical: while it is down the MX answers 4xx and IMAP logins fail, nothing is lost
     return Process("worker", argv, env, probes, log_parser="worker", critical=False)
 
 
 def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list[Probe]]:
-    """The worker's options and probes for its HTTP/HTTPS listeners and ACME."""
+    """The worker's options and probes for its HTTP/HTTPS listeners."""
     argv: list[str] = []
     probes: list[Probe] = []
     for option, address in (("--http", settings.listen_http), ("--https", settings.listen_https)):
@@ -370,13 +374,6 @@ def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list
         address = getattr(settings, f"listen_{name}")
         if address is not None:
             argv += ["--client-port", f"{name}={address.port}"]
-    if settings.acme_email and settings.tls_cert_file is None:
-        argv += ["--acme-folder", str(paths.acme), "--acme-email", settings.acme_email]
-        argv += ["--acme-directory", settings.acme_directory]
-        if settings.acme_ca_file is not None:
-            argv += ["--acme-ca-file", str(settings.acme_ca_file)]
-        for name in settings.certificate_names:
-            argv += ["--acme-name", name]
     return argv, probes
 
 
@@ -424,6 +421,7 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
     )
     password = settings.relayhost_password
     secrets = [password.get_secret_value()] if password else []
+    secrets += acme_secrets(settings)
     ready_on = settings.listen_submission or settings.listen_smtp
     plan = assemble_plan(
         "server", settings, processes, postfix, ready_on=ready_on, syslog=syslog, secrets=secrets

@@ -16,13 +16,22 @@ from pydantic import Field, field_validator
 
 from mailstack.errors import Problem
 from mailstack.render.rspamd import RspamdOptions
+from mailstack.settings.acme import (
+    WILDCARD,
+    AcmeChallenge,
+    CertificateNames,
+    DnsServer,
+    KeyName,
+    OptionalDomain,
+    TsigAlgorithm,
+    base64_problem,
+)
 from mailstack.settings.base import ProfileSettings
 from mailstack.settings.fields import (
     AllowedDomains,
     AllowedNetworks,
     Count,
     DailyTime,
-    Domains,
     Flag,
     Listener,
     Number,
@@ -30,6 +39,7 @@ from mailstack.settings.fields import (
     OptionalNumber,
     OptionalPath,
     OptionalText,
+    Secret,
     SelectorFormat,
     SpamFailure,
     Text,
@@ -121,7 +131,17 @@ class ServerSettings(ProfileSettings):
     acme_email: OptionalText = Field(None, alias="MAILSTACK_ACME_EMAIL")
     acme_directory: Text = Field(LETS_ENCRYPT, alias="MAILSTACK_ACME_DIRECTORY")
     acme_ca_file: OptionalPath = Field(None, alias="MAILSTACK_ACME_CA_FILE")
-    tls_names: Domains = Field((), alias="MAILSTACK_TLS_NAMES")
+    tls_names: CertificateNames = Field((), alias="MAILSTACK_TLS_NAMES")
+    # DNS-01 (also for wildcard names): RFC 2136 dynamic update of the zone's primary server
+    acme_challenge: AcmeChallenge = Field("http-01", alias="MAILSTACK_ACME_CHALLENGE")
+    acme_dns_server: DnsServer = Field(None, alias="MAILSTACK_ACME_DNS_SERVER")
+    #: None: the zone whose SOA the server gives for the challenge's name
+    acme_dns_zone: OptionalDomain = Field(None, alias="MAILSTACK_ACME_DNS_ZONE")
+    acme_dns_tsig_key_name: KeyName = Field(None, alias="MAILSTACK_ACME_DNS_TSIG_KEY_NAME")
+    acme_dns_tsig_secret: Secret = Field(None, alias="MAILSTACK_ACME_DNS_TSIG_SECRET")
+    acme_dns_tsig_algorithm: TsigAlgorithm = Field(
+        "hmac-sha256", alias="MAILSTACK_ACME_DNS_TSIG_ALGORITHM"
+    )
 
     @property
     def certificate_names(self) -> tuple[str, ...]:
@@ -230,15 +250,61 @@ class ServerSettings(ProfileSettings):
                 yield Problem(self.variable(name), f"file {path} does not exist")
 
     def _acme(self) -> Iterator[Problem]:
+        yield from self._wildcards()
         if self.acme_email is None:
+            if self.acme_challenge != "http-01":
+                yield Problem(
+                    self.variable("acme_challenge"), "is set but MAILSTACK_ACME_EMAIL is not"
+                )
             return
         if self.tls_cert_file is not None:
             yield Problem(self.variable("acme_email"), "is set with MAILSTACK_TLS_CERT_FILE")
-        if self.listen_http is None:
-            yield Problem(self.variable("acme_email"), "needs MAILSTACK_LISTEN_HTTP (HTTP-01)")
         if self.acme_ca_file is not None and not self.acme_ca_file.is_file():
             yield Problem(self.variable("acme_ca_file"), f"file {self.acme_ca_file} does not exist")
+        if self.acme_challenge == "dns-01":
+            yield from self._dns01()
+            return
+        if self.listen_http is None:
+            yield Problem(self.variable("acme_email"), "needs MAILSTACK_LISTEN_HTTP (HTTP-01)")
+        for name in DNS01_FIELDS:
+            if getattr(self, name) is not None:
+                yield Problem(self.variable(name), "is set but MAILSTACK_ACME_CHALLENGE is http-01")
 
+    def _wildcards(self) -> Iterator[Problem]:
+        wildcards = [name for name in self.tls_names if name.startswith(WILDCARD)]
+        if wildcards and (self.acme_email is None or self.acme_challenge != "dns-01"):
+            yield Problem(
+                self.variable("tls_names"),
+                f"{', '.join(wildcards)}: a wildcard name needs ACME over DNS-01 "
+                "(MAILSTACK_ACME_EMAIL and MAILSTACK_ACME_CHALLENGE=dns-01)",
+            )
+
+    def _dns01(self) -> Iterator[Problem]:
+        if self.acme_dns_server is None:
+            yield Problem(
+                self.variable("acme_dns_server"),
+                "is needed with MAILSTACK_ACME_CHALLENGE=dns-01: the DNS server that takes "
+                "dynamic updates (RFC 2136) for the names, host[:port]",
+            )
+        name, secret = self.acme_dns_tsig_key_name, self.acme_dns_tsig_secret
+        if (name is None) != (secret is None):
+            missing = "acme_dns_tsig_secret" if secret is None else "acme_dns_tsig_key_name"
+            yield Problem(
+                self.variable(missing), "set both the TSIG key name and secret, or neither"
+            )
+        if secret is not None:
+            problem = base64_problem(secret.get_secret_value())
+            if problem is not None:
+                yield Problem(self.variable("acme_dns_tsig_secret"), problem)
+
+
+#: The DNS-01 settings that mean nothing with HTTP-01 (the algorithm has a default).
+DNS01_FIELDS = (
+    "acme_dns_server",
+    "acme_dns_zone",
+    "acme_dns_tsig_key_name",
+    "acme_dns_tsig_secret",
+)
 
 #: RspamdOptions' names of what the spam settings set, for error messages.
 _SPAM_OPTION_FIELDS = {

@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mailstack.errors import ExitCode, MailstackError
+from mailstack.worker.acme import add_acme_arguments
 
 if TYPE_CHECKING:
     from mailstack.mtasts.service import MtaStsService
@@ -63,7 +65,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sts.add_argument("--mta-sts-cache", type=Path, help="the policy cache: a JSON file")
     sts.add_argument("--mta-sts-ca-file", type=Path, help="trust for policy hosts (PEM)")
     sts.add_argument("--nameserver", action="append", default=[], help="ADDR[:PORT], repeat")
-    web = parser.add_argument_group("web listeners and ACME")
+    web = parser.add_argument_group("web listeners")
     web.add_argument("--http", help="HTTP listener (challenges, MTA-STS, autoconfig): address:port")
     web.add_argument("--https", help="HTTPS listener (needs --cert and --key): address:port")
     web.add_argument("--hostname", default="localhost", help="the server's name (MX, clients)")
@@ -71,11 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     web.add_argument(
         "--client-port", action="append", default=[], help="NAME=PORT of a mail client listener"
     )
-    web.add_argument("--acme-folder", type=Path, help="ACME state; --cert/--key are its live pair")
-    web.add_argument("--acme-email", help="turns ACME on: the account's contact")
-    web.add_argument("--acme-directory", help="the ACME server's directory URL")
-    web.add_argument("--acme-ca-file", type=Path, help="trust for the ACME server's HTTPS")
-    web.add_argument("--acme-name", action="append", default=[], help="a certificate name")
+    add_acme_arguments(parser)
     parser.add_argument(
         "--migrate",
         action="store_true",
@@ -151,6 +149,10 @@ async def serve(args: argparse.Namespace) -> None:
 
         gateway = lookup.service.gateway if lookup is not None else None
         services += web_services(args, engine, gateway, context)
+    if args.acme_email:
+        from mailstack.worker.acme import acme_renewer
+
+        services.append(acme_renewer(args, context, os.environ))
     if not services:
         raise ValueError(
             "no service to run: give --socketmap, --dict, --managesieve, --mta-sts or --xoauth2"

@@ -8,7 +8,6 @@ import ssl
 from typing import TYPE_CHECKING
 
 from mailstack.settings.values import parse_listen
-from mailstack.worker.services import tls_reloader
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -82,8 +81,6 @@ def web_services(
             mounts=[*_api_mount(args, engine), *_webui_mount(args, engine, site)],
         )
     )
-    if args.acme_email:
-        services.append(_renewer(args, context))
     return services
 
 
@@ -180,18 +177,3 @@ class LazyApp:
             log.info("loading %s", self.name)
             self.app = self.build()
         await self.app(scope, receive, send)
-
-
-def _renewer(args: argparse.Namespace, context: ssl.SSLContext | None) -> Service:
-    # imported while still root: after the drop, Python's own library may be out of reach
-    import mailstack.acme.client  # noqa: F401
-    from mailstack.acme.files import AcmeAccount, AcmeFiles
-    from mailstack.acme.renewer import AcmeRenewer
-
-    if args.acme_folder is None or not args.acme_name or not args.acme_directory:
-        raise ValueError("--acme-email needs --acme-folder, --acme-directory and --acme-name")
-    files = AcmeFiles(args.acme_folder)
-    account = AcmeAccount(args.acme_directory, args.acme_email, args.acme_ca_file)
-
-    reload = tls_reloader(context, args.cert, args.key)  # the live pair, in the server profile
-    return AcmeRenewer(account, files, tuple(args.acme_name), reload)

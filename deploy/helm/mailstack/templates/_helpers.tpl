@@ -244,6 +244,34 @@ arrives from; it is meant to face the internet. */}}
 - name: MAILSTACK_ACME_DIRECTORY
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.server.acme.challenge }}
+- name: MAILSTACK_ACME_CHALLENGE
+  value: {{ . | quote }}
+{{- end }}
+{{- $dns := .Values.server.acme.dns | default dict }}
+{{- with $dns.server }}
+- name: MAILSTACK_ACME_DNS_SERVER
+  value: {{ . | quote }}
+{{- end }}
+{{- with $dns.zone }}
+- name: MAILSTACK_ACME_DNS_ZONE
+  value: {{ . | quote }}
+{{- end }}
+{{- with $dns.tsigKeyName }}
+- name: MAILSTACK_ACME_DNS_TSIG_KEY_NAME
+  value: {{ . | quote }}
+{{- end }}
+{{- with $dns.tsigAlgorithm }}
+- name: MAILSTACK_ACME_DNS_TSIG_ALGORITHM
+  value: {{ . | quote }}
+{{- end }}
+{{- with ($dns.tsigSecret | default dict).existingSecret }}
+- name: MAILSTACK_ACME_DNS_TSIG_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ tpl . $ }}
+      key: {{ $dns.tsigSecret.key }}
+{{- end }}
 {{- with .Values.server.tls.names }}
 - name: MAILSTACK_TLS_NAMES
   value: {{ join "," . | quote }}
@@ -285,6 +313,13 @@ arrives from; it is meant to face the internet. */}}
 {{- end }}
 {{- if and .Values.server.acme.email .Values.server.tls.secretName }}
 {{- fail "server.acme.email and server.tls.secretName: choose one source of the certificate" }}
+{{- end }}
+{{- $dns := .Values.server.acme.dns | default dict }}
+{{- if and (eq .Values.server.acme.challenge "dns-01") (not $dns.server) }}
+{{- fail "server.acme.challenge: dns-01 needs server.acme.dns.server (the DNS server that takes dynamic updates)" }}
+{{- end }}
+{{- if ne (empty $dns.tsigKeyName) (empty ($dns.tsigSecret | default dict).existingSecret) }}
+{{- fail "server.acme.dns.tsigKeyName and server.acme.dns.tsigSecret.existingSecret: set both, or neither" }}
 {{- end }}
 {{- if or .Values.certs.existingSecret .Values.certs.create }}
 {{- fail "certs.* are the relay's: with profile: server name a kubernetes.io/tls Secret in server.tls.secretName" }}
