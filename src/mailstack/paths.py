@@ -103,13 +103,13 @@ class Paths:
         return self.state / "spam-learn"
 
     @property
-    def dovecot_state(self) -> Path:
-        return self.state / "dovecot"
+    def delivery_log(self) -> Path:
+        """The users' delivery log (mailstack.deliverylog): root writes, the worker reads."""
+        return self.state / "deliveries"
 
     @property
-    def env_file(self) -> Path:
-        """The settings file `mailstack init` writes (mailstack.settings.envfile)."""
-        return self.under("/etc/mailstack/mailstack.env")
+    def dovecot_state(self) -> Path:
+        return self.state / "dovecot"
 
     @property
     def server_config(self) -> Path:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
     from mailstack.lookup.gateway import StoreGateway
+    from mailstack.web.site import Site
     from mailstack.web.wellknown import IsHosted
     from mailstack.worker.services import Service
 
@@ -77,7 +78,7 @@ def web_services(
             https=parse_listen(args.https) if args.https else None,
             context=context,
             challenges=challenges,
-            mounts=[*_api_mount(args, engine), *_webui_mount(args, engine)],
+            mounts=[*_api_mount(args, engine), *_webui_mount(args, engine, site)],
         )
     )
     if args.acme_email:
@@ -99,6 +100,7 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
     selector: str = args.dkim_selector
     showq: Path | None = args.postfix_queue / "public" / "showq" if args.postfix_queue else None
     request: Path | None = args.dkim_sync_request
+    delivery_log: Path | None = args.delivery_log
 
     def domain_added() -> None:
         """Ask the supervisor (root) to give the new domain its DKIM key (`dkim sync`)."""
@@ -116,12 +118,13 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
             dkim_selectors=selectors,
             showq=showq,
             on_domain_added=domain_added,
+            delivery_log=delivery_log,
         )
 
     return [Mount(API_PATH, app=LazyApp(build))]
 
 
-def _webui_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
+def _webui_mount(args: argparse.Namespace, engine: Engine, site: Site) -> list[BaseRoute]:
     """The users' web UI at / of the HTTPS listener (after the API), when asked for; built
     at its first request, as the API is (Jinja2 and the templates wait until then)."""
     if not args.webui:
@@ -131,7 +134,7 @@ def _webui_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
     def build() -> ASGIApp:
         from mailstack.webui import create_webui
 
-        return create_webui(engine)
+        return create_webui(engine, site=site, deliveries=args.delivery_log)
 
     return [Mount("/", app=LazyApp(build, "the web UI"))]
 
