@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Try the server profile on one machine: install what is missing (Dovecot, the 'vmail' user),
-# then run MX, submission, IMAP and ManageSieve in the foreground on loopback high ports.
-# Add a domain and a user from another shell (see README.md, "Server profile").
+# on the first run host DOMAIN (default example.test) with `mailstack init` (it prints the
+# admin's password), then run MX, submission, IMAP, ManageSieve and the web interface in the
+# foreground on loopback high ports. Usage: scripts/run-server.sh [DOMAIN]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --server
@@ -16,4 +17,9 @@ export MAILSTACK_LISTEN_MANAGESIEVE="${MAILSTACK_LISTEN_MANAGESIEVE-127.0.0.1:41
 export MAILSTACK_LISTEN_HTTP="${MAILSTACK_LISTEN_HTTP-127.0.0.1:2080}"
 export MAILSTACK_LISTEN_HTTPS="${MAILSTACK_LISTEN_HTTPS-127.0.0.1:2443}"
 mkdir -p "$MAILSTACK_ROOT" && chmod 755 "$MAILSTACK_ROOT"
+if [[ ! -e "$MAILSTACK_ROOT/etc/mailstack/mailstack.env" ]]; then
+    domain="${1:-example.test}"
+    .venv/bin/mailstack init --domain "$domain" --hostname "${POSTFIX_myhostname:-mail.$domain}" \
+        --non-interactive
+fi
 exec .venv/bin/mailstack run

@@ -231,7 +231,19 @@ def _server_health() -> None:
 register_admin(app)
 
 
+def _read_env_file() -> None:
+    """The settings `mailstack init` wrote, under whatever the environment sets itself."""
+    from mailstack.settings.envfile import apply_env_file
+
+    try:
+        apply_env_file(os.environ)
+    except MailstackError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(ExitCode.CONFIG)
+
+
 def main() -> None:
+    _read_env_file()
     try:
         app()
     except KeyboardInterrupt:

@@ -112,6 +112,11 @@ class Paths:
         return self.state / "dovecot"
 
     @property
+    def env_file(self) -> Path:
+        """The settings file `mailstack init` writes (mailstack.settings.envfile)."""
+        return self.under("/etc/mailstack/mailstack.env")
+
+    @property
     def server_config(self) -> Path:
         """Generated Dovecot configuration and the TLS certificate of the server profile."""
         return self.under("/etc/mailstack")
