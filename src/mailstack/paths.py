@@ -124,6 +124,11 @@ class Paths:
         return self.state / "spam-learn"
 
     @property
+    def delivery_log(self) -> Path:
+        """The users' delivery log (mailstack.deliverylog): root writes, the worker reads."""
+        return self.state / "deliveries"
+
+    @property
     def dovecot_state(self) -> Path:
         return self.state / "dovecot"
 

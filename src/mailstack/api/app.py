@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from mailstack.api import problems
 from mailstack.api.auth import Caller
 from mailstack.api.limits import BodyLimit
-from mailstack.api.routes import aliases, domains, queue, sieve, users
+from mailstack.api.routes import aliases, deliveries, domains, queue, sieve, users
 from mailstack.api.schemas import CallerOut
 from mailstack.mailqueue import DeleteRequests, MailQueue
 from mailstack.settings.values import DkimSelectors
@@ -38,8 +38,9 @@ same datastore rules as the `mailstack` admin commands.
 
 Authenticate with `Authorization: Bearer TOKEN`, a token from
 `mailstack token create NAME [--user ADDRESS]`. An admin token may do everything; a user
-token only its user's password, the aliases delivering to the user, and the user's Sieve
-scripts. Errors are RFC 9457 `application/problem+json`; a 422 names the field at fault.
+token only its user's password, the aliases delivering to the user, the user's Sieve
+scripts and the user's recent deliveries. Errors are RFC 9457 `application/problem+json`;
+a 422 names the field at fault.
 """
 
 
@@ -52,6 +53,7 @@ def create_api(
     showq: Path | None = None,
     on_domain_added: Callable[[], None] | None = None,
     queue_deletes: DeleteRequests | None = None,
+    delivery_log: Path | None = None,
 ) -> FastAPI:
     """The API over `engine` (already migrated: the caller opens it with `open_engine`).
 
@@ -59,7 +61,8 @@ def create_api(
     as the settings parsed it (default: `mail` for every domain), `sieve_checker` what
     compiles uploaded scripts, `showq` Postfix's `public/showq` socket (the queue listing),
     `on_domain_added` what to do once a domain was added (the worker asks the supervisor
-    for its DKIM key), `queue_deletes` how to ask root to delete a queued message.
+    for its DKIM key), `queue_deletes` how to ask root to delete a queued message,
+    `delivery_log` the delivery log's folder (mailstack.deliverylog).
     """
     app = ProblemDocumentedApi(
         title="mailstack admin API",
@@ -80,9 +83,10 @@ def create_api(
     app.state.sieve_checker = sieve_checker
     app.state.queue = MailQueue(showq.parent if showq else None, queue_deletes)  # None: 503
     app.state.on_domain_added = on_domain_added  # e.g. ask for the new domain's DKIM key
+    app.state.delivery_log = delivery_log  # None: /users/{address}/deliveries answers 503
     problems.install(app)
     app.add_middleware(BodyLimit)
-    for module in (domains, users, aliases, sieve, queue):
+    for module in (domains, users, aliases, sieve, queue, deliveries):
         app.include_router(module.router)
     app.add_api_route("/me", me, methods=["GET"], tags=["tokens"], summary="Who the token is")
     return app

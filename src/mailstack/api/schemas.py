@@ -162,3 +162,23 @@ class CallerOut(BaseModel):
     token: str = Field(description="the token's name")
     user: str | None = Field(description="the user it acts for; null for an admin token")
     admin: bool
+
+
+class DeliveryOut(Out):
+    """One delivery attempt to one recipient (a message to three people is three)."""
+
+    time: datetime
+    direction: Literal["in", "out"] = Field(
+        description="in: mail for this user; out: mail the user sent after logging in"
+    )
+    queue_id: str = Field(description="Postfix's queue id; empty for mail refused at once")
+    sender: str = Field(description="the envelope sender; empty for bounces")
+    recipient: str
+    original_recipient: str | None = Field(description="the alias the mail was sent to")
+    status: Literal["sent", "deferred", "bounced", "rejected"] = Field(
+        description="sent: accepted by the next hop (or delivered here); deferred: will be "
+        "retried; bounced: given up, the sender was told; rejected: refused during SMTP"
+    )
+    mailbox: str | None = Field(description="the folder it was filed into, when delivered here")
+    relay: str | None = Field(description="the next hop")
+    reply: str = Field(description="what the next hop answered, or why it was not reached")

@@ -86,6 +86,7 @@ class Plan:
     tls_watch: list[str] = field(default_factory=list)
     tls_reload: list[list[str]] = field(default_factory=list)
     tls_hangup: list[str] = field(default_factory=list)  # processes told by SIGHUP, by name
+    delivery_log: str | None = None  # folder of the users' delivery log (mailstack.deliverylog)
 
 
 def dump(plan: Plan) -> bytes:
@@ -133,4 +134,5 @@ def load(raw: bytes) -> Plan:
         tls_watch=list(data.get("tls_watch", [])),
         tls_reload=[list(command) for command in data.get("tls_reload", [])],
         tls_hangup=list(data.get("tls_hangup", [])),
+        delivery_log=data.get("delivery_log"),
     )

@@ -88,6 +88,7 @@ def _setup_server_dirs(settings: ServerSettings, paths: Paths) -> None:
     ensure_dir(paths.state, 0o755)
     ensure_dir(paths.mailboxes, 0o750, settings.mail_user, settings.mail_user)
     ensure_dir(paths.dovecot_state, 0o750)
+    ensure_dir(paths.delivery_log, 0o2750, "root", WORKER_USER)  # new files: group mailstack
     ensure_dir(paths.server_config, 0o755)
     ensure_dir(paths.tls, 0o755)
     # Sockets are reachable only by who needs them: Postfix for the socketmap; Dovecot's
@@ -370,6 +371,7 @@ def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list
         argv += ["--queue-delete-request", str(paths.queue_delete_request)]
         argv += ["--dkim-selector", settings.dkim_selectors.text]
         argv += ["--postfix-queue", str(paths.postfix_queue)]
+        argv += ["--delivery-log", str(paths.delivery_log)]
     for name in ("imaps", "imap", "submissions", "submission"):
         address = getattr(settings, f"listen_{name}")
         if address is not None:
@@ -428,6 +430,7 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
     )
     watch, commands = tls_reload(settings, paths)
     plan = replace(plan, tls_watch=watch, tls_reload=commands, tls_hangup=["worker"])
+    plan = replace(plan, delivery_log=str(paths.delivery_log))
     jobs = [dkim_sync_job(settings, paths, prepared), queue_delete_job(settings, paths)]
     if prepared.spam is not None and settings.spam_train_at is not None:
         jobs.append(spam_training_job(settings, paths, prepared))

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mailstack.deliverylog.journal import with_delivery_journal
 from mailstack.errors import DaemonError, ExitCode
 from mailstack.runtime.daemon import Daemon
 from mailstack.runtime.logparse import (
@@ -180,6 +181,7 @@ class Supervisor:
 
     async def _start_all(self) -> None:
         self._start_metrics()
+        self._observe = with_delivery_journal(self.plan.delivery_log, self._observe)
         if self.plan.syslog_path is not None:
             self.syslog = SyslogReceiver(Path(self.plan.syslog_path), observe=self._observe)
             await self.syslog.start()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,6 +29,10 @@ from mailstack.names import try_address
 from mailstack.store.errors import NotFound, StoreUnavailable
 from mailstack.store.service import MailStore
 from mailstack.throttle import LoginThrottle
+from mailstack.web.site import Site
+from mailstack.webui.apple import apple_routes
+from mailstack.webui.deliveries import delivery_routes
+from mailstack.webui.rules import sieve_routes
 from mailstack.webui.sessions import Session, Sessions, new_token, same_token
 
 if TYPE_CHECKING:
@@ -59,6 +64,11 @@ fieldset { margin-top: 1.5rem; }
 .error { color: #a00; font-weight: bold; }
 .notice { color: #060; font-weight: bold; }
 header { display: flex; justify-content: space-between; align-items: baseline; }
+textarea { width: 100%; font-family: monospace; }
+form.inline { display: inline; } form.inline button { margin-top: .2rem; }
+.wide { overflow-x: auto; width: 94vw; max-width: 72rem; position: relative; left: 50%;
+  transform: translateX(-50%); }
+td, th { padding: .2rem .4rem; text-align: left; vertical-align: top; }
 """
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -330,9 +340,12 @@ def create_webui(
     throttle: LoginThrottle | None = None,
     sessions: Sessions | None = None,
     admin: AdminSetup | None = None,
+    site: Site | None = None,
+    deliveries: Path | None = None,
 ) -> Starlette:
     """The web UI over the datastore at `engine`, to mount at `/`; `admin` is what its
-    admin pages need (mailstack.webui.admin)."""
+    admin pages need (mailstack.webui.admin), `site` (the server's name and client ports)
+    for the Apple profile, `deliveries` the delivery log's folder."""
     from mailstack.webui.admin import AdminSetup, admin_routes
 
     ui = WebUI(MailStore(engine), throttle or LoginThrottle(), sessions or Sessions())
@@ -345,5 +358,9 @@ def create_webui(
         Route("/logout", guarded(ui.logout), methods=["POST"]),
         Route("/style.css", guarded(ui.style), methods=["GET"]),
         *admin_routes(ui, admin or AdminSetup()),
+        *sieve_routes(ui, guarded),
+        *delivery_routes(ui, guarded, deliveries),
+        *(apple_routes(ui, guarded, site) if site is not None else []),
     ]
+    ui.templates.globals["apple_profile"] = site is not None
     return Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})

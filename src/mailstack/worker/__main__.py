@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--postfix-queue", type=Path, help="Postfix's queue folder: the API lists its queue"
     )
+    parser.add_argument(
+        "--delivery-log", type=Path, help="the users' delivery log folder (API and web UI)"
+    )
     parser.add_argument("--spam-spool", type=Path, help="messages users moved, to learn: DIR")
     parser.add_argument("--rspamd-controller", type=Path, help="rspamd's controller socket")
     parser.add_argument("--managesieve", help="ManageSieve listener, address:port")

@@ -99,6 +99,7 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
     showq: Path | None = args.postfix_queue / "public" / "showq" if args.postfix_queue else None
     domain_added = dkim_sync_asker(args)
     deletes = queue_deletes(args)
+    delivery_log: Path | None = args.delivery_log
 
     def build() -> ASGIApp:
         from mailstack.api.app import create_api
@@ -112,6 +113,7 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
             showq=showq,
             on_domain_added=domain_added,
             queue_deletes=deletes,
+            delivery_log=delivery_log,
         )
 
     return [Mount(API_PATH, app=LazyApp(build))]
@@ -159,7 +161,7 @@ def _webui_mount(args: argparse.Namespace, engine: Engine, site: Site) -> list[B
             queue=MailQueue(public, queue_deletes(args)),
             on_domain_added=dkim_sync_asker(args),
         )
-        return create_webui(engine, admin=setup)
+        return create_webui(engine, admin=setup, site=site, deliveries=args.delivery_log)
 
     return [Mount("/", app=LazyApp(build, "the web UI"))]
 
