@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 
 from mailstack.admin import aliases, dkim, dns, domains, init, sieve, spam, tls, tokens, users
+from mailstack.admin import security as account_security
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -29,4 +30,5 @@ def register(app: typer.Typer) -> None:
     for name, group in GROUPS:
         app.add_typer(group, name=name)
     dns.register(app)
+    account_security.register(users.app)
     app.command("init")(init.init)

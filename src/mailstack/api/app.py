@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from mailstack.api import problems
 from mailstack.api.auth import Caller
 from mailstack.api.limits import BodyLimit
-from mailstack.api.routes import aliases, domains, queue, sieve, users
+from mailstack.api.routes import aliases, app_passwords, domains, queue, sieve, users
 from mailstack.api.schemas import CallerOut
 from mailstack.settings.values import DkimSelectors
 from mailstack.sieve.check import check_script
@@ -37,8 +37,9 @@ same datastore rules as the `mailstack` admin commands.
 
 Authenticate with `Authorization: Bearer TOKEN`, a token from
 `mailstack token create NAME [--user ADDRESS]`. An admin token may do everything; a user
-token only its user's password, the aliases delivering to the user, and the user's Sieve
-scripts. Errors are RFC 9457 `application/problem+json`; a 422 names the field at fault.
+token only its user's password, the aliases delivering to the user, the user's Sieve
+scripts and app passwords. Errors are RFC 9457 `application/problem+json`; a 422 names
+the field at fault.
 """
 
 
@@ -80,7 +81,7 @@ def create_api(
     app.state.on_domain_added = on_domain_added  # e.g. ask for the new domain's DKIM key
     problems.install(app)
     app.add_middleware(BodyLimit)
-    for module in (domains, users, aliases, sieve, queue):
+    for module in (domains, users, aliases, sieve, queue, app_passwords):
         app.include_router(module.router)
     app.add_api_route("/me", me, methods=["GET"], tags=["tokens"], summary="Who the token is")
     return app
