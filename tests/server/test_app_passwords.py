@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import imaplib
 import smtplib
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -172,3 +174,34 @@ def test_the_cli_makes_an_app_password_that_works_for_managesieve(world: World) 
     assert sieve.returncode == 0, sieve.stderr
     with imap_session(world.server, world.ports.imap, user, secret) as imap:
         assert imap.noop()[0] == "OK"
+
+
+def dict_lookup(socket_path: Path, key: str) -> str:
+    """One LOOKUP in Dovecot's dict protocol (version 3), as Dovecot's auth process asks."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30)
+        sock.connect(str(socket_path))
+        sock.sendall(f"H3\t2\t0\t\tmailstack\nL{key}\n".encode())
+        reply = b""
+        while not reply.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            assert chunk, "the dict server closed the connection"
+            reply += chunk
+    return reply.decode()
+
+
+def test_app_password_hashes_are_served_only_on_the_auth_dict(world: World, tokens: Tokens) -> None:
+    """The auth dict (Dovecot's auth process) answers `apppass/<user>/<ident>` with the one
+    hash; the Sieve dict the mail processes use answers not found; so does a wrong ident."""
+    user = "ann@example.com"
+    secret = make(world, tokens, user, "probe")
+    run = world.server.root / "run/mailstack"
+    key = f"shared/apppass/{user}/{secret[:8]}"
+    answer = dict_lookup(run / "dict/dict.sock", key)
+    assert answer.startswith("O")
+    assert "$argon2id$" in answer
+    assert secret not in answer
+    assert dict_lookup(run / "sieve-dict/dict.sock", key) == "N\n"
+    assert dict_lookup(run / "dict/dict.sock", key[:-1] + "?") == "N\n"
+    other = "ben@example.com"
+    assert dict_lookup(run / "dict/dict.sock", f"shared/apppass/{other}/{secret[:8]}") == "N\n"
