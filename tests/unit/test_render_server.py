@@ -269,7 +269,8 @@ Section = dict[str, "str | Section"]
 
 def parse_dovecot(text: str) -> Section:
     """dovecot.conf as nested sections (`service imap-login` -> {...}); a key or section
-    given twice in one place fails the test."""
+    given twice in one place fails the test, but passdb (Dovecot asks them in order: the
+    second is `passdb 2`)."""
     root: Section = {}
     stack = [root]
     for raw in text.splitlines():
@@ -281,6 +282,8 @@ def parse_dovecot(text: str) -> Section:
             continue
         if line.endswith("{"):
             name = " ".join(line[:-1].split())
+            if name == "passdb" and name in stack[-1]:
+                name = "passdb 2"
             assert name not in stack[-1], f"section {name} twice"
             section: Section = {}
             stack[-1][name] = section
@@ -355,6 +358,13 @@ def test_dovecot_users_come_from_the_dict_socket(server: ServerLoader) -> None:
     auth = parse_dovecot(content(files, "dovecot-dict-auth.conf.ext"))
     assert auth["uri"] == f"proxy:{DICT_SOCKET}:mailstack"
     assert auth["password_key"] == "passdb/%u"
+    # app passwords: the user and the password's 8-character ident name the one hash
+    app_file = "/srv/mailstack/etc/mailstack/dovecot-dict-apppass.conf.ext"
+    assert conf["passdb 2"] == {"driver": "dict", "args": app_file}
+    app = parse_dovecot(content(files, "dovecot-dict-apppass.conf.ext"))
+    assert app["uri"] == auth["uri"]
+    assert app["password_key"] == "apppass/%u/%0.8w"
+    assert app["default_pass_scheme"] == "ARGON2ID"
     plugin = conf["plugin"]
     assert isinstance(plugin, dict)
     # sieve scripts from their own socket: the mail processes never reach password hashes

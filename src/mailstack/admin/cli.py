@@ -24,6 +24,7 @@ from mailstack.admin import (
     tokens,
     users,
 )
+from mailstack.admin import security as account_security
 
 GROUPS: tuple[tuple[str, typer.Typer], ...] = (
     ("domain", domains.app),
@@ -44,4 +45,5 @@ def register(app: typer.Typer) -> None:
         app.add_typer(group, name=name)
     dkim_rotation.register(dkim.app)
     dns.register(app)
+    account_security.register(users.app)
     app.command("init")(init.init)

@@ -18,7 +18,7 @@ from fastapi.routing import APIRoute
 from mailstack.api import problems
 from mailstack.api.auth import Caller
 from mailstack.api.limits import BodyLimit
-from mailstack.api.routes import aliases, deliveries, domains, queue, sieve, users
+from mailstack.api.routes import aliases, app_passwords, deliveries, domains, queue, sieve, users
 from mailstack.api.schemas import CallerOut
 from mailstack.mailqueue import DeleteRequests, MailQueue
 from mailstack.settings.values import DkimSelectors
@@ -39,8 +39,8 @@ same datastore rules as the `mailstack` admin commands.
 Authenticate with `Authorization: Bearer TOKEN`, a token from
 `mailstack token create NAME [--user ADDRESS]`. An admin token may do everything; a user
 token only its user's password, the aliases delivering to the user, the user's Sieve
-scripts and the user's recent deliveries. Errors are RFC 9457 `application/problem+json`;
-a 422 names the field at fault.
+scripts, app passwords and the user's recent deliveries. Errors are RFC 9457
+`application/problem+json`; a 422 names the field at fault.
 """
 
 
@@ -86,7 +86,7 @@ def create_api(
     app.state.delivery_log = delivery_log  # None: /users/{address}/deliveries answers 503
     problems.install(app)
     app.add_middleware(BodyLimit)
-    for module in (domains, users, aliases, sieve, queue, deliveries):
+    for module in (domains, users, aliases, sieve, queue, deliveries, app_passwords):
         app.include_router(module.router)
     app.add_api_route("/me", me, methods=["GET"], tags=["tokens"], summary="Who the token is")
     return app

@@ -12,8 +12,12 @@ Dovecot configuration this server answers (paths are examples):
     # sieve: the user's active script, read-only (edits go through the store)
     sieve = dict:proxy:/run/mailstack/dict.sock:sieve;name=active
 
-Keys arrive as `shared/passdb/<user>`, `shared/userdb/<user>`, `priv/sieve/name/<name>`
-and `priv/sieve/data/<id>`; `priv/` keys belong to the user named in the HELLO line.
+    # dovecot-dict-apppass.conf.ext, a second passdb Dovecot asks when the first refuses
+    password_key = apppass/%u/%0.8w
+
+Keys arrive as `shared/passdb/<user>`, `shared/apppass/<user>/<ident>`, `shared/userdb/<user>`,
+`priv/sieve/name/<name>` and `priv/sieve/data/<id>`; `priv/` keys belong to the user named
+in the HELLO line.
 Values are JSON objects for passdb and userdb (Dovecot's default `value_format = json`).
 Writes (transactions) are refused: the store is changed only through its service layer.
 """
@@ -31,6 +35,7 @@ from mailstack.lookup.gateway import StoreGateway
 from mailstack.lookup.resolver import Resolver
 from mailstack.names import try_address
 from mailstack.netserver import Exchange, FramingError, ProtocolListener, RequestConnection
+from mailstack.store import apppasswords, passwords
 from mailstack.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PASSDB_PREFIX = "shared/passdb/"
+APP_PASSWORD_PREFIX = "shared/apppass/"  # noqa: S105 - a key prefix, no secret
 USERDB_PREFIX = "shared/userdb/"
 SIEVE_NAME_PREFIX = "priv/sieve/name/"
 SIEVE_DATA_PREFIX = "priv/sieve/data/"
@@ -86,7 +92,7 @@ EVERYTHING = frozenset({AUTH, SIEVE})
 
 
 def _kind(key: str) -> str:
-    return AUTH if key.startswith((PASSDB_PREFIX, USERDB_PREFIX)) else SIEVE
+    return AUTH if key.startswith((PASSDB_PREFIX, USERDB_PREFIX, APP_PASSWORD_PREFIX)) else SIEVE
 
 
 def lookup(resolver: Resolver, key: str, user: str) -> str | None:
@@ -96,7 +102,11 @@ def lookup(resolver: Resolver, key: str, user: str) -> str | None:
         account = resolver.account(address) if address else None
         if account is None or not account.enabled:
             return None
-        return json.dumps({"password": account.password_hash, "user": account.address})
+        # with TOTP on the account password is no mail password: a hash nobody can match
+        stored = passwords.unusable_hash() if account.totp else account.password_hash
+        return json.dumps({"password": stored, "user": account.address})
+    if key.startswith(APP_PASSWORD_PREFIX):
+        return _app_password(resolver, key[len(APP_PASSWORD_PREFIX) :])
     if key.startswith(USERDB_PREFIX):
         address = try_address(key[len(USERDB_PREFIX) :])
         account = resolver.account(address) if address else None
@@ -118,6 +128,16 @@ def lookup(resolver: Resolver, key: str, user: str) -> str | None:
     if key.startswith(SIEVE_DATA_PREFIX):
         return resolver.script_data(owner, dict_unescape(key[len(SIEVE_DATA_PREFIX) :]))
     return None
+
+
+def _app_password(resolver: Resolver, rest: str) -> str | None:
+    """`<user>/<ident>`: the one app password hash Dovecot's second passdb verifies."""
+    user, _, ident = rest.rpartition("/")
+    address = try_address(user)
+    if address is None or not apppasswords.is_ident(ident):
+        return None
+    stored = resolver.app_password_hash(address, ident)
+    return None if stored is None else json.dumps({"password": stored, "user": address})
 
 
 def iterate(resolver: Resolver, paths: tuple[str, ...], flags: int, limit: int) -> list[str]:

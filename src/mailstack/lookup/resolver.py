@@ -14,14 +14,32 @@ import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Engine, bindparam, case, literal_column, select, union_all
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    case,
+    exists,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from mailstack.names import split_address
 from mailstack.store.errors import StoreUnavailable
-from mailstack.store.models import Alias, AliasDomain, AliasTarget, Domain, SieveScript, User
+from mailstack.store.models import (
+    Alias,
+    AliasDomain,
+    AliasTarget,
+    AppPassword,
+    Domain,
+    SieveScript,
+    User,
+    UserTotp,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -36,6 +54,8 @@ _users = User.__table__
 _aliases = Alias.__table__
 _targets = AliasTarget.__table__
 _scripts = SieveScript.__table__
+_app_passwords = AppPassword.__table__
+_totp = UserTotp.__table__
 
 # How an address resolves, lowest kind wins: an explicit alias, then a mailbox, then the
 # domain's catch-all, then an alias domain. One round trip answers all four questions.
@@ -94,7 +114,17 @@ _USER = select(
     _users.c.enabled,
     _users.c.spam_threshold,
     _users.c.spam_filter,
+    exists().where(_totp.c.user_id == _users.c.id, _totp.c.enabled).label("totp"),
 ).where(_users.c.address == bindparam("address"))
+_APP_PASSWORD = (
+    select(_app_passwords.c.password_hash)
+    .select_from(_app_passwords.join(_users, _app_passwords.c.user_id == _users.c.id))
+    .where(
+        _users.c.address == bindparam("address"),
+        _users.c.enabled,
+        _app_passwords.c.ident == bindparam("ident"),
+    )
+)
 _ALL_USERS = select(_users.c.address, _users.c.quota_bytes).order_by(_users.c.address)
 _script_owner = _scripts.join(_users, _scripts.c.user_id == _users.c.id)
 _ACTIVE_SCRIPT = (
@@ -153,6 +183,7 @@ class Account:
     enabled: bool
     spam_threshold: int | None = None
     spam_filter: bool = True
+    totp: bool = False  # the account password is then refused over IMAP and submission
 
 
 class Resolver:
@@ -311,8 +342,21 @@ class Resolver:
         rows = self._rows(_USER, address=address)
         if not rows:
             return None
-        address, password_hash, quota, enabled, threshold, spam_filter = rows[0]
-        return Account(address, password_hash, quota, bool(enabled), threshold, bool(spam_filter))
+        address, password_hash, quota, enabled, threshold, spam_filter, totp = rows[0]
+        return Account(
+            address,
+            password_hash,
+            quota,
+            bool(enabled),
+            threshold,
+            bool(spam_filter),
+            bool(totp),
+        )
+
+    def app_password_hash(self, address: str, ident: str) -> str | None:
+        """The hash of the enabled user's app password that starts with `ident`."""
+        rows = self._rows(_APP_PASSWORD, address=address, ident=ident)
+        return str(rows[0][0]) if rows else None
 
     def accounts(self) -> list[tuple[str, int | None]]:
         return [(row[0], row[1]) for row in self._rows(_ALL_USERS)]

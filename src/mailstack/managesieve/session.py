@@ -36,6 +36,7 @@ from mailstack.managesieve.wire import (
 from mailstack.names import try_address, validate_script_name
 from mailstack.sieve import SieveCheckUnavailable
 from mailstack.store import Conflict, InvalidInput, MailStore, NotFound, StoreUnavailable
+from mailstack.store.security import AccountSecurity
 from mailstack.throttle import LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -331,8 +332,10 @@ class Session:
         if wait:  # earlier failures from this address or for this account slow it down
             await asyncio.sleep(wait)
         store = self.settings.store
+        # the mail-client rule (app passwords; the account password only while TOTP is off);
         # an unknown user is checked too (against a dummy hash): same cost, same answer
-        valid = await self._store(store.verify_password, user or "", credentials.password)
+        check = AccountSecurity(store).verify_mail_password
+        valid = await self._store(check, user or "", credentials.password)
         if not valid:
             self.auth_failures += 1
             throttle.failed(self.client, user)

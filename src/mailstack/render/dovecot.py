@@ -18,6 +18,7 @@ from mailstack.render.server import tls_files
 from mailstack.settings.server import ServerSettings
 from mailstack.settings.values import HostPort
 from mailstack.spam.spool import learn_script
+from mailstack.store.apppasswords import IDENT_LENGTH
 
 #: Folders every mailbox gets on first login: (name, special-use flag).
 SPECIAL_FOLDERS = (
@@ -111,6 +112,11 @@ service auth {{
 passdb {{
   driver = dict
   args = {paths.server_config / "dovecot-dict-auth.conf.ext"}
+}}
+# app passwords: asked when the account password did not match (result_failure = continue)
+passdb {{
+  driver = dict
+  args = {paths.server_config / "dovecot-dict-apppass.conf.ext"}
 }}
 userdb {{
   driver = dict
@@ -249,12 +255,23 @@ default_pass_scheme = ARGON2ID
 """
 
 
+def render_dict_app_passwords(paths: Paths) -> str:
+    """The second passdb: the user and the first characters of the password typed name the
+    one app password hash that may match (`mailstack.store.apppasswords`); Dovecot verifies
+    it, so the rest of the password never leaves Dovecot."""
+    return f"""{GENERATED_HEADER}uri = proxy:{paths.dict_socket}:mailstack
+password_key = apppass/%u/%0.{IDENT_LENGTH}w
+default_pass_scheme = ARGON2ID
+"""
+
+
 def render_dovecot(settings: ServerSettings, paths: Paths) -> list[RenderedFile]:
     instance = f"mailstack-{zlib.crc32(str(paths.root).encode()):08x}"
     config = paths.server_config
     files = [
         RenderedFile(config / "dovecot.conf", render_dovecot_conf(settings, paths, instance)),
         RenderedFile(config / "dovecot-dict-auth.conf.ext", render_dict_auth(paths)),
+        RenderedFile(config / "dovecot-dict-apppass.conf.ext", render_dict_app_passwords(paths)),
     ]
     if settings.spam:
         folder = sieve_folder(paths)

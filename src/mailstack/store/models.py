@@ -244,3 +244,38 @@ class ApiToken(Base):
         ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AppPassword(Base):
+    """A named extra password of a user for mail clients (IMAP, submission, ManageSieve),
+    never for the web UI or the API. `ident` is the password's first characters, stored in
+    plain: Dovecot's second passdb looks the one hash up by it (mailstack.store.apppasswords)."""
+
+    __tablename__ = "app_passwords"
+    __table_args__ = (
+        UniqueConstraint("user_id", "name", name="uq_app_passwords_user_name"),
+        UniqueConstraint("user_id", "ident", name="uq_app_passwords_user_ident"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    ident: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UserTotp(Base):
+    """A user's TOTP second factor for the web UI. `enabled` is False while the user has not
+    yet confirmed the secret with a code; `last_step` is the RFC 6238 time step of the last
+    code accepted, so no code is accepted twice."""
+
+    __tablename__ = "user_totp"
+
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    secret: Mapped[str] = mapped_column(String(64))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    last_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

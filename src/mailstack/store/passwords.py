@@ -9,6 +9,8 @@ targets small machines.
 
 from __future__ import annotations
 
+import secrets
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -80,3 +82,16 @@ def spend_verification_time(password: str) -> None:
     if _dummy_hash is None:
         _dummy_hash = hash_password("not a password of anyone")
     verify_password(_dummy_hash, password)
+
+
+_unusable_hash: str | None = None
+
+
+def unusable_hash() -> str:
+    """A real Argon2id hash (same costs) of a random secret nobody ever saw, made once per
+    process: what the passdb hands Dovecot for an account password that must not work (TOTP
+    on), so that refusing it costs the same verification as a wrong password."""
+    global _unusable_hash
+    if _unusable_hash is None:
+        _unusable_hash = hash_password(secrets.token_urlsafe(32))
+    return _unusable_hash

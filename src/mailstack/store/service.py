@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -188,6 +188,11 @@ class MailStore:
             raise StoreUnavailable(f"database error: {exc.orig}") from exc
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"database error: {exc}") from exc
+
+    def transaction(self) -> AbstractContextManager[Session]:
+        """One transaction with the same error mapping, for the service modules beside this
+        one (`mailstack.store.security`)."""
+        return self._transaction()
 
     # -- lookups shared by the write methods ------------------------------------------------
 

@@ -30,6 +30,7 @@ from mailstack.store.errors import NotFound, StoreUnavailable
 from mailstack.store.service import MailStore
 from mailstack.throttle import LoginThrottle
 from mailstack.web.site import Site
+from mailstack.webui import security
 from mailstack.webui.apple import apple_routes
 from mailstack.webui.deliveries import delivery_routes
 from mailstack.webui.rules import sieve_routes
@@ -82,11 +83,11 @@ class TooLarge(Exception):
     """A form body over MAX_FORM."""
 
 
-def _cookie(name: str, value: str) -> str:
+def cookie(name: str, value: str) -> str:
     return f"{name}={value}; Path=/; Secure; HttpOnly; SameSite=Strict"
 
 
-def _expired(name: str) -> str:
+def expired_cookie(name: str) -> str:
     return f"{name}=; Path=/; Max-Age=0; Secure; HttpOnly; SameSite=Strict"
 
 
@@ -107,7 +108,7 @@ def _same_origin(request: Request) -> bool:
     return parts.scheme == "https" and parts.netloc == request.headers.get("host")
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     """The urlencoded body's fields (the first value of each); TooLarge beyond MAX_FORM."""
     body = b""
     async for chunk in request.stream():
@@ -123,6 +124,8 @@ class WebUI:
         self.store = store
         self.throttle = throttle
         self.sessions = sessions
+        #: after a right password: a response asking for more (a TOTP code), or None
+        self.second_factor: Callable[[Request, str], Awaitable[Response | None]] | None = None
         self.templates = Environment(
             loader=PackageLoader("mailstack.webui", "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -144,7 +147,7 @@ class WebUI:
     ) -> Response:
         token = new_token()
         response = self.render("login.html", status, csrf=token, error=error, address=address)
-        response.headers.append("set-cookie", _cookie(LOGIN_COOKIE, token))
+        response.headers.append("set-cookie", cookie(LOGIN_COOKIE, token))
         return response
 
     def account_page(
@@ -166,7 +169,7 @@ class WebUI:
     @staticmethod
     def to_login() -> Response:
         response = RedirectResponse("/", status_code=303)
-        response.headers.append("set-cookie", _expired(SESSION_COOKIE))
+        response.headers.append("set-cookie", expired_cookie(SESSION_COOKIE))
         return response
 
     async def logged_in(self, request: Request) -> tuple[str, Session] | Response:
@@ -192,7 +195,7 @@ class WebUI:
         return self.login_page()
 
     async def login(self, request: Request) -> Response:
-        form = await _form(request)
+        form = await read_form(request)
         if not same_token(form.get("csrf"), request.cookies.get(LOGIN_COOKIE, "")):
             raise Forbidden("login without the form's token")
         typed = form.get("address", "")[:320]
@@ -208,12 +211,21 @@ class WebUI:
             self.throttle.failed(client, account)
             log.info("web UI: login failed for %r from %s", typed[:100], client)
             return self.login_page(401, "Wrong address or password.", typed)
+        if self.second_factor is not None:  # TOTP on: the code comes next (webui/security.py)
+            challenge = await self.second_factor(request, account)
+            if challenge is not None:
+                return challenge
+        return self.start_session(request, account)
+
+    def start_session(self, request: Request, account: str) -> Response:
+        """Log `account` in: a new session, its cookie, and on to the account page."""
+        client = request.client.host if request.client else "unknown"
         self.sessions.end(request.cookies.get(SESSION_COOKIE))
         sid, _ = self.sessions.start(account)
         log.info("web UI: %s logged in from %s", account, client)
         response = RedirectResponse("/account", status_code=303)
-        response.headers.append("set-cookie", _cookie(SESSION_COOKIE, sid))
-        response.headers.append("set-cookie", _expired(LOGIN_COOKIE))
+        response.headers.append("set-cookie", cookie(SESSION_COOKIE, sid))
+        response.headers.append("set-cookie", expired_cookie(LOGIN_COOKIE))
         return response
 
     async def account(self, request: Request) -> Response:
@@ -230,7 +242,7 @@ class WebUI:
         if isinstance(found, Response):
             return found
         sid, session = found
-        form = await _form(request)
+        form = await read_form(request)
         if not same_token(form.get("csrf"), session.csrf):
             raise Forbidden("form without the session's token")
         return sid, session, form
@@ -363,4 +375,5 @@ def create_webui(
         *(apple_routes(ui, guarded, site) if site is not None else []),
     ]
     ui.templates.globals["apple_profile"] = site is not None
+    routes += [Route(path, guarded(h), methods=[m]) for path, m, h in security.install(ui)]
     return Starlette(routes=routes, exception_handlers={404: _http_error, 405: _http_error})
