@@ -53,8 +53,10 @@ if TYPE_CHECKING:
 RESULTS = Path(__file__).parent / "results"
 SERVER_CORE = 0
 CLIENT_CORE = 1
-TARGET_RATE = 5000  # lookups/s on one core
-TARGET_P99_MS = 2.0
+TARGET_RATE = 5000  # lookups/s of the paced latency run
+TARGET_CEILING = 15_000  # lookups/s on one core, 16 connections, closed loop
+#: p99 at TARGET_RATE at most this many times the no-op control's p99 in the same run
+TARGET_P99_RATIO = 1.5
 SEED = 20261121
 IMPORTED_HASH = "{SHA512-CRYPT}$6$benchsalt$" + "x" * 86  # a stored hash; nobody logs in
 
@@ -971,7 +973,10 @@ def main() -> None:
         server.stop()
         shutil.rmtree(folder, ignore_errors=True)
     report["loadavg_after"] = os.getloadavg()[0]
-    report["targets"] = {"lookups_per_s": f">= {TARGET_RATE}", "p99_ms": f"< {TARGET_P99_MS}"}
+    report["targets"] = {
+        "lookups_per_s": f">= {TARGET_CEILING}",
+        "p99_vs_control": f"<= {TARGET_P99_RATIO}x at {TARGET_RATE}/s",
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lookup.json").write_text(json.dumps(report, indent=2) + "\n")
     text = render(report, args)
@@ -1072,8 +1077,21 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
     best = max((x for x in loads if not x["paced_rate"]), key=lambda x: x["lookups_per_s"])
     paced_runs = sorted((x for x in loads if x["paced_rate"]), key=lambda x: x["paced_rate"])
     at_target = [x for x in paced_runs if x["paced_rate"] >= TARGET_RATE] or paced_runs[-1:]
-    rate_ok = best["lookups_per_s"] >= TARGET_RATE
+    rate_ok = best["lookups_per_s"] >= TARGET_CEILING
+    controls = {x["paced_rate"]: x for x in report["floor"] if x["paced_rate"]}
     inner = report["answer_cpu_us"]
+
+    def p99_row(x: dict[str, Any]) -> str:
+        control = controls.get(x["paced_rate"])
+        if control is None:
+            return f"| p99 <= {TARGET_P99_RATIO:g}x the control's | no control run | |"
+        ratio = x["p99_ms"] / control["p99_ms"]
+        return (
+            f"| p99 <= {TARGET_P99_RATIO:g}x the no-op control's | {x['p99_ms']:.2f} ms against "
+            f"{control['p99_ms']:.2f} ms at {x['paced_rate']:,.0f}/s over {x['connections']} "
+            f"connections: {ratio:.2f}x | {'met' if ratio <= TARGET_P99_RATIO else 'missed'} |"
+        )
+
     lines += [
         "",
         f"The service's own lookup code (`maps.answer`: key normalising and SQL), called "
@@ -1084,14 +1102,9 @@ def render(report: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         "| target (one core) | measured | |",
         "|---|---|---|",
-        f"| >= {TARGET_RATE:,} lookups/s | {best['lookups_per_s']:,.0f}/s "
+        f"| >= {TARGET_CEILING:,} lookups/s | {best['lookups_per_s']:,.0f}/s "
         f"({best['connections']} connections, closed loop) | {'met' if rate_ok else 'missed'} |",
-        *(
-            f"| p99 < {TARGET_P99_MS:g} ms | {x['p99_ms']:.2f} ms at {x['paced_rate']:,.0f}/s "
-            f"over {x['connections']} connections "
-            f"| {'met' if x['p99_ms'] < TARGET_P99_MS else 'missed'} |"
-            for x in at_target
-        ),
+        *(p99_row(x) for x in at_target),
         "",
         "## Interpretation",
         "",
@@ -1191,14 +1204,6 @@ def interpret(
                 else ""
             )
         )
-        worst = max((x["p99_ms"] for x in floor if x["paced_rate"]), default=0.0)
-        if worst >= TARGET_P99_MS:
-            text.append(
-                f"- On this host even the no-op control misses p99 < {TARGET_P99_MS:g} ms "
-                f"({worst:.2f} ms): that tail comes from this host (a shared virtual machine) "
-                "or the load generator, not from any server's work, so the target cannot be "
-                "judged here; judge it on a quiet machine with a client in C."
-            )
     return text
 
 
