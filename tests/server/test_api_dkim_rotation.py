@@ -10,6 +10,7 @@ attacker: user tokens, no token, and request files root must not trust.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import re
@@ -23,7 +24,16 @@ import pytest
 from mailserver import PASSWORD, MailServer, Ports, running_server, server_env
 from nsd_harness import running_nsd
 from test_api import assert_problem
-from test_dkim_rotate import DOMAIN, USER, Setup, published, send, signed_selector, verifies
+from test_dkim_rotate import (
+    DOMAIN,
+    USER,
+    Setup,
+    admin,
+    published,
+    send,
+    signed_selector,
+    verifies,
+)
 from tests.helpers import free_port, private_root, smtp_sink, wait_for
 from web_harness import store_with_user
 
@@ -245,3 +255,30 @@ def test_root_ignores_request_files_the_worker_could_not_have_written(world: Wor
     assert list(folder.iterdir()) == []
     assert outside.exists()
     assert world.server.log.count("ignored the DKIM request") == 5
+
+
+def test_dkim_show_json_agrees_with_the_api(world: World) -> None:
+    """`mailstack dkim show --json` (root, on the server) lists the selectors, states and
+    values the API lists; with a pending one too."""
+    with world.admin() as api:
+        made = api.post(f"{DKIM}/rotate", json={"selector": "json"})
+        assert outcome(api, accepted(made))["status"] == "done"
+        try:
+            shown = admin(world.setup, "dkim", "show", DOMAIN, "--json")
+            assert shown.returncode == 0, shown.stderr
+            rows = json.loads(shown.stdout)
+            listed = dkim(api)["selectors"]
+            assert [(r["selector"], r["state"], r["value"]) for r in rows] == [
+                (s["selector"], s["state"], s["value"]) for s in listed
+            ]
+            assert {r["name"] for r in rows} == {
+                f"{s['selector']}._domainkey.{DOMAIN}" for s in listed
+            }
+            assert {(r["type"], r["domain"]) for r in rows} == {("TXT", DOMAIN)}
+            (pending,) = [r for r in rows if r["state"] == "pending"]
+            assert (pending["selector"], pending["retire_after"]) == ("json", None)
+            one = admin(world.setup, "dkim", "show", DOMAIN, "--json", "--selector", "json")
+            assert [r["selector"] for r in json.loads(one.stdout)] == ["json"]
+        finally:
+            dropped = api.post(f"{DKIM}/json/retire")
+            assert outcome(api, accepted(dropped))["status"] == "done"
