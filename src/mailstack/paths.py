@@ -68,6 +68,12 @@ class Paths:
         return self.requests_run / "queue-delete"
 
     @property
+    def dkim_rotation_request(self) -> Path:
+        """Created by the worker after it left a step in `dkim-rotation.d/`: the supervisor
+        runs `dkim requested` (mailstack.dkim.requests)."""
+        return self.requests_run / "dkim-rotation"
+
+    @property
     def opendkim_run(self) -> Path:
         """Folder of the OpenDKIM milter socket: owned by opendkim, group postfix."""
         return self.run / "opendkim"

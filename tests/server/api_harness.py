@@ -19,6 +19,8 @@ from starlette.routing import Mount
 from tests.helpers import free_port, wait_for
 
 from mailstack.api import MOUNT_PATH, create_api
+from mailstack.api.routes.dkim import RotationSetup
+from mailstack.dkim.requests import RotationRequests
 from mailstack.settings.values import parse_selectors
 from mailstack.sieve import check_script
 from mailstack.store.service import Checker
@@ -34,18 +36,22 @@ def serving(
     sieve_checker: Checker = check_script,
     *,
     mounted: bool = True,
+    rotation_trigger: Path | None = None,
 ) -> Iterator[str]:
     """Serve the API over `engine`; yields the API's base URL (`http://127.0.0.1:P/api/v1`).
 
     `mounted`: inside a Starlette app at /api/v1, as the worker does; else alone, at the root
     (`http://127.0.0.1:P`): a Mount matches no path holding a line break, and its 404 is then
-    Starlette's plain text, not the API's problem.
+    Starlette's plain text, not the API's problem. `rotation_trigger`: where DKIM rotation
+    steps are asked for (nobody carries them out here); None: those routes answer 503.
     """
+    rotation = RotationSetup(RotationRequests(rotation_trigger)) if rotation_trigger else None
     api = create_api(
         engine,
         dkim_keys=dkim_keys,
         dkim_selectors=parse_selectors(dkim_selector),
         sieve_checker=sieve_checker,
+        dkim_rotation=rotation,
     )
     site = Starlette(routes=[Mount(MOUNT_PATH, app=api)]) if mounted else api
     port = free_port()

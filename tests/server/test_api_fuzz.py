@@ -50,7 +50,8 @@ def target(
         store.put_script("alice@example.com", "filter", "keep;\n")
         _, secret = store.create_token("fuzz")
         _, alice = store.create_token("alice", "alice@example.com")
-        with serving(store.engine, folder, mounted=False) as base:
+        rotation = folder / "dkim-rotation"
+        with serving(store.engine, folder, mounted=False, rotation_trigger=rotation) as base:
             yield base, secret, alice
     finally:
         store.close()

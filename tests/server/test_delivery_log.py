@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
-from browser_harness import browser_context, browser_login, screenshot
+from browser import browser_context, browser_login, screenshot
 from mailserver import (
     PASSWORD,
     MailServer,

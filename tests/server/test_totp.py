@@ -19,9 +19,10 @@ from pathlib import Path
 import httpx
 import pyotp
 import pytest
+from browser import browser_context
 from mailserver import PASSWORD, imap_session
 from tests.helpers import wait_for
-from webui_harness import World, chromium, csrf, world_with
+from webui_harness import World, csrf, world_with
 
 from mailstack.store import Conflict, MailStore
 from mailstack.store.security import AccountSecurity
@@ -66,7 +67,7 @@ def turn_on(world: World, client: httpx.Client, address: str) -> str:
 
 
 def test_a_browser_turns_totp_on_and_then_needs_a_fresh_code(world: World) -> None:
-    from playwright.sync_api import Page, sync_playwright
+    from playwright.sync_api import Page
 
     user = "ann@example.com"
 
@@ -80,60 +81,54 @@ def test_a_browser_turns_totp_on_and_then_needs_a_fresh_code(world: World) -> No
         page.get_by_label("Code").fill(code)
         page.get_by_role("button", name="Log in").click()
 
-    with sync_playwright() as playwright:
-        browser = chromium(playwright)
-        try:
-            context = browser.new_context(ignore_https_errors=True)
-            page = context.new_page()
-            log_in(page)
-            page.wait_for_url(world.base + "/account")
-            page.get_by_role("link", name="Security").click()
-            page.get_by_role("button", name="Set up two-factor login").click()
-            secret = page.locator("#totp-secret").inner_text()
-            uri = page.locator("#totp-uri").inner_text()
-            assert uri.startswith("otpauth://totp/")
-            assert f"secret={secret}" in uri
-            assert page.locator(".qr svg").count() == 1  # drawn inline, fetched from nowhere
-            authenticator = pyotp.TOTP(secret)
-            page.get_by_label("Code from your app").fill(authenticator.now())
-            page.get_by_role("button", name="Turn two-factor login on").click()
-            page.get_by_role("status").wait_for()
-            assert "Two-factor login is on" in page.get_by_role("status").inner_text()
-            page.get_by_role("link", name="Account").click()
-            page.get_by_role("button", name="Log out").click()
-            page.wait_for_url(world.base + "/")
+    with browser_context() as context:
+        page = context.new_page()
+        log_in(page)
+        page.wait_for_url(world.base + "/account")
+        page.get_by_role("link", name="Security").click()
+        page.get_by_role("button", name="Set up two-factor login").click()
+        secret = page.locator("#totp-secret").inner_text()
+        uri = page.locator("#totp-uri").inner_text()
+        assert uri.startswith("otpauth://totp/")
+        assert f"secret={secret}" in uri
+        assert page.locator(".qr svg").count() == 1  # drawn inline, fetched from nowhere
+        authenticator = pyotp.TOTP(secret)
+        page.get_by_label("Code from your app").fill(authenticator.now())
+        page.get_by_role("button", name="Turn two-factor login on").click()
+        page.get_by_role("status").wait_for()
+        assert "Two-factor login is on" in page.get_by_role("status").inner_text()
+        page.get_by_role("link", name="Account").click()
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url(world.base + "/")
 
-            log_in(page)  # the password alone no longer opens the account
-            page.get_by_label("Code").wait_for()
-            assert page.url == world.base + "/login"
-            assert SESSION not in {c["name"] for c in context.cookies()}
-            now = fresh_step()
-            valid = {authenticator.at(now + 30 * offset) for offset in (-1, 0, 1)}
-            wrong = next(f"{n:06d}" for n in range(1_000_000) if f"{n:06d}" not in valid)
-            send_code(page, wrong)
-            page.get_by_role("alert").wait_for()
-            assert "Wrong or already used code" in page.get_by_role("alert").inner_text()
-            assert SESSION not in {c["name"] for c in context.cookies()}
+        log_in(page)  # the password alone no longer opens the account
+        page.get_by_label("Code").wait_for()
+        assert page.url == world.base + "/login"
+        assert SESSION not in {c["name"] for c in context.cookies()}
+        now = fresh_step()
+        valid = {authenticator.at(now + 30 * offset) for offset in (-1, 0, 1)}
+        wrong = next(f"{n:06d}" for n in range(1_000_000) if f"{n:06d}" not in valid)
+        send_code(page, wrong)
+        page.get_by_role("alert").wait_for()
+        assert "Wrong or already used code" in page.get_by_role("alert").inner_text()
+        assert SESSION not in {c["name"] for c in context.cookies()}
 
-            # the next step's code: the current one may be the code that turned TOTP on
-            code = authenticator.at(now + 30)
-            send_code(page, code)
-            page.wait_for_url(world.base + "/account")
-            assert page.locator("#address").inner_text() == user
-            page.get_by_role("button", name="Log out").click()
-            page.wait_for_url(world.base + "/")
+        # the next step's code: the current one may be the code that turned TOTP on
+        code = authenticator.at(now + 30)
+        send_code(page, code)
+        page.wait_for_url(world.base + "/account")
+        assert page.locator("#address").inner_text() == user
+        page.get_by_role("button", name="Log out").click()
+        page.wait_for_url(world.base + "/")
 
-            log_in(page)
-            page.get_by_label("Code").wait_for()
-            send_code(page, code)  # the same code, still inside its window: refused
-            page.get_by_role("alert").wait_for()
-            assert "Wrong or already used code" in page.get_by_role("alert").inner_text()
-            assert time.time() // 30 <= now // 30 + 1, "the replay left the code's window"
-            assert SESSION not in {c["name"] for c in context.cookies()}
-            assert page.url == world.base + "/login/totp"
-            context.close()
-        finally:
-            browser.close()
+        log_in(page)
+        page.get_by_label("Code").wait_for()
+        send_code(page, code)  # the same code, still inside its window: refused
+        page.get_by_role("alert").wait_for()
+        assert "Wrong or already used code" in page.get_by_role("alert").inner_text()
+        assert time.time() // 30 <= now // 30 + 1, "the replay left the code's window"
+        assert SESSION not in {c["name"] for c in context.cookies()}
+        assert page.url == world.base + "/login/totp"
 
 
 def test_with_totp_on_mail_clients_need_an_app_password(world: World) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from browser import chromium, screenshot
+from browser import browser_context, browser_login, screenshot
 from mailserver import (
     PASSWORD,
     Ports,
@@ -138,14 +138,8 @@ def test_an_admin_sets_up_a_domain_in_the_browser_and_its_new_user_gets_mail(
     queued message is deleted from its page. Every admin page is photographed."""
     held = world.queue_message("far-browser@remote.test")
     shots: list[Path] = []
-    with chromium() as browser:
-        context = browser.new_context(ignore_https_errors=True)
-        page = context.new_page()
-        page.goto(world.base + "/")
-        page.get_by_label("Email address").fill(ADMIN)
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(world.base + "/account")
+    with browser_context() as context:
+        page = browser_login(context, world.base, ADMIN, PASSWORD)
         page.get_by_role("link", name="Domains", exact=True).click()
         page.wait_for_url(world.base + "/admin/domains")
 
@@ -167,10 +161,10 @@ def test_an_admin_sets_up_a_domain_in_the_browser_and_its_new_user_gets_mail(
         published = parse_txt((keys / "shop.example.txt").read_text())
         assert published.split("p=")[1][:200] in zone.replace('" "', "")
         assert re.search(r"^shop\.example\.\s+IN MX\s+10 mx\.example\.com\.$", zone, re.M)
-        shots.append(screenshot(page, "admin-domain"))
+        shots.append(screenshot(page, __name__, "admin-domain"))
         page.get_by_role("link", name="Domains", exact=True).click()
         assert "mail._domainkey.shop.example" in page.content()
-        shots.append(screenshot(page, "admin-domains"))
+        shots.append(screenshot(page, __name__, "admin-domains"))
 
         page.get_by_role("link", name="Users", exact=True).click()
         page.get_by_label("Address").fill("kim@shop.example")
@@ -179,7 +173,7 @@ def test_an_admin_sets_up_a_domain_in_the_browser_and_its_new_user_gets_mail(
         page.get_by_role("button", name="Add user").click()
         page.get_by_role("status").wait_for()
         assert "User kim@shop.example added" in page.get_by_role("status").inner_text()
-        shots.append(screenshot(page, "admin-users"))
+        shots.append(screenshot(page, __name__, "admin-users"))
 
         page.get_by_role("link", name="Aliases", exact=True).click()
         page.get_by_label("Alias address").fill("sales@shop.example")
@@ -187,17 +181,16 @@ def test_an_admin_sets_up_a_domain_in_the_browser_and_its_new_user_gets_mail(
         page.get_by_role("button", name="Add alias").click()
         page.get_by_role("status").wait_for()
         assert "sales@shop.example delivers to kim@shop.example" in page.content()
-        shots.append(screenshot(page, "admin-aliases"))
+        shots.append(screenshot(page, __name__, "admin-aliases"))
 
         page.get_by_role("link", name="Mail queue", exact=True).click()
         assert "far-browser@remote.test" in page.content()
-        shots.append(screenshot(page, "admin-queue"))
+        shots.append(screenshot(page, __name__, "admin-queue"))
         page.get_by_role("button", name=f"Delete message {held}").click()
         page.get_by_role("status").wait_for()
         wait_for(lambda: held not in world.queued(), 30, "the message deleted by root")
         page.reload()
         assert held not in page.content()
-        context.close()
     assert all(shot.stat().st_size > 0 for shot in shots)
 
     with imap_session(world.server, world.ports.imap, "kim@shop.example", NEW_PASSWORD) as imap:

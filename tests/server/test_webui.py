@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from browser import chromium, screenshot
+from browser import browser_context, browser_login, screenshot
 from mailserver import PASSWORD, MailServer, Ports, imap_session, running_server, server_env
 from tests.helpers import private_root
 
@@ -222,21 +222,14 @@ def test_logout_ends_the_session(world: World) -> None:
 
 
 def test_a_browser_logs_in_and_saves_spam_settings(world: World) -> None:
-    with chromium() as browser:
-        context = browser.new_context(ignore_https_errors=True)
-        page = context.new_page()
-        page.goto(world.base + "/")
-        page.get_by_label("Email address").fill("ann@example.com")
-        page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(world.base + "/account")
+    with browser_context() as context:
+        page = browser_login(context, world.base, "ann@example.com", PASSWORD)
         assert page.locator("#address").inner_text() == "ann@example.com"
         page.get_by_label("Spam score threshold").fill("7")
         page.get_by_label("File spam in my Junk folder").check()
         page.get_by_role("button", name="Save spam settings").click()
         page.get_by_role("status").wait_for()
         assert "Your spam settings were saved" in page.get_by_role("status").inner_text()
-        assert screenshot(page, "account").stat().st_size > 0
-        context.close()
+        assert screenshot(page, __name__, "account").stat().st_size > 0
     settings = world.store.spam_settings("ann@example.com")
     assert (settings.threshold, settings.filter) == (7, True)

@@ -9,7 +9,7 @@ import plistlib
 import smtplib
 
 import test_webui
-from browser_harness import browser_context, browser_login, screenshot
+from browser import browser_context, browser_login, screenshot
 from mailserver import PASSWORD
 from test_webui import World, log_in
 

@@ -8,7 +8,7 @@ does; screenshots of each page go to the test artifacts.
 from __future__ import annotations
 
 import test_webui
-from browser_harness import browser_context, browser_login, screenshot
+from browser import browser_context, browser_login, screenshot
 from mailserver import (
     PASSWORD,
     deliver,

@@ -1,6 +1,6 @@
 """What the web UI's tests share: a real server with some users, an HTTPS client for it
-(cookies kept, redirects not followed), the forms' CSRF token, headless Chromium, and the
-admin commands run against the server's datastore.
+(cookies kept, redirects not followed), the forms' CSRF token, and the admin commands
+run against the server's datastore. Headless Chromium is in browser.py.
 
 Imported by the tests (pytest puts this folder on sys.path).
 """
@@ -14,27 +14,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
 from mailserver import PASSWORD, MailServer, Ports, running_server, server_env
 from tests.helpers import private_root
 
 from mailstack.store import MailStore
-
-if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Playwright
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @dataclass
@@ -92,8 +77,3 @@ def csrf(page: str) -> str:
     found = re.search(r'name="csrf" value="([^"]+)"', page)
     assert found, page
     return found.group(1)
-
-
-def chromium(playwright: Playwright) -> Browser:
-    """Debian's Chromium, headless; the caller closes it."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

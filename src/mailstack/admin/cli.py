@@ -13,6 +13,7 @@ import typer
 from mailstack.admin import (
     aliases,
     dkim,
+    dkim_requests,
     dkim_rotation,
     dns,
     domains,
@@ -44,6 +45,7 @@ def register(app: typer.Typer) -> None:
     for name, group in GROUPS:
         app.add_typer(group, name=name)
     dkim_rotation.register(dkim.app)
+    dkim_requests.register(dkim.app)
     dns.register(app)
     account_security.register(users.app)
     app.command("init")(init.init)

@@ -11,14 +11,25 @@ from __future__ import annotations
 import os
 import pwd
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mailstack.admin.common import AdminError, Database, group, open_store, reporting
+from mailstack.admin.common import (
+    AdminError,
+    Database,
+    group,
+    open_store,
+    print_json,
+    reporting,
+    timestamp,
+)
 from mailstack.errors import ExitCode
 from mailstack.paths import Paths
 from mailstack.settings.values import parse_domain, parse_selectors
+
+if TYPE_CHECKING:
+    from mailstack.dkim.selectors import SelectorKey
 
 app = group("DKIM signing keys and their DNS records.")
 
@@ -138,6 +149,14 @@ def show(
             help="MAILSTACK_ROOT: keys are under DIR/etc/opendkim/keys.",
         ),
     ] = Path("/"),
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print a JSON array: per selector its record (name, type, value), its "
+            "state (active, pending, retiring), since when, and from when it may be retired.",
+        ),
+    ] = False,
 ) -> None:
     """Print the TXT record to publish for each of DOMAIN's DKIM selectors: its name, value
     and state (active: signs; pending: made by `dkim rotate`, waits for `dkim activate`;
@@ -145,17 +164,51 @@ def show(
     with reporting():
         name = domain_name(domain)
         chosen = selector_for(selector, name)
-        keys_dir = Paths(root).dkim_keys
-        listed = listed_records(keys_dir, name, None if selector is None else chosen)
-        if not listed:
-            listed = [(chosen, record_value(keys_dir, name, chosen, generate), "active")]
-    for number, (shown, value, state) in enumerate(listed):
+        listed = selector_records(Paths(root).dkim_keys, name, selector, chosen, generate)
+    if as_json:
+        print_json([_as_dict(name, key, value) for key, value in listed])
+        return
+    for number, (key, value) in enumerate(listed):
         if number:
             typer.echo()
-        typer.echo(f"name:  {shown}._domainkey.{name}")
+        typer.echo(f"name:  {key.selector}._domainkey.{name}")
         typer.echo("type:  TXT")
         typer.echo(f"value: {value}")
-        typer.echo(f"state: {state}")
+        typer.echo(f"state: {key.advice(name)}")
+
+
+def selector_records(
+    keys_dir: Path, domain: str, given: str | None, chosen: str, generate: bool
+) -> list[tuple[SelectorKey, str]]:
+    """Each selector of `domain` (only `given` when given) with its TXT value: a rotated
+    domain's from its state file, else its one key under `chosen` (made with `generate`)."""
+    from mailstack.dkim.selectors import domain_selectors, load_state
+
+    state = load_state(keys_dir, domain)
+    if state is not None:
+        keys = state.keys if given is None else (state.get(chosen),)
+        return [(k, key_record(k.private_key(keys_dir))) for k in keys]
+    value = record_value(keys_dir, domain, chosen, generate)
+    found = domain_selectors(keys_dir, domain, chosen)
+    if found is None:  # removed meanwhile
+        raise AdminError(f"no DKIM key for {domain}")
+    return [(found.active, value)]
+
+
+def _as_dict(domain: str, key: SelectorKey, value: str) -> dict[str, object]:
+    from mailstack.dkim.selectors import RETIRE_AFTER, State
+
+    retiring = key.state is State.RETIRING
+    return {
+        "domain": domain,
+        "selector": key.selector,
+        "name": f"{key.selector}._domainkey.{domain}",
+        "type": "TXT",
+        "value": value,
+        "state": key.state.value,
+        "since": timestamp(key.since),
+        "retire_after": timestamp(key.since + RETIRE_AFTER) if retiring else None,
+    }
 
 
 @app.command("sync")

@@ -19,20 +19,10 @@ from typing import Annotated
 import typer
 
 from mailstack.admin.common import AdminError, reporting
-from mailstack.admin.dkim import domain_name, key_record, selector_for, write_new_key
-from mailstack.admin.dns import check_published, nameserver_option
-from mailstack.dkim.keys import dns_record_value
-from mailstack.dkim.selectors import (
-    RETIRE_AFTER,
-    DomainSelectors,
-    SelectorKey,
-    State,
-    domain_selectors,
-    load_state,
-    locked,
-    new_selector,
-    save_state,
-)
+from mailstack.admin.dkim import domain_name, selector_for, write_new_key
+from mailstack.admin.dns import nameserver_option
+from mailstack.dkim import rotation
+from mailstack.dkim.selectors import RETIRE_AFTER, SelectorKey
 from mailstack.errors import ExitCode
 from mailstack.paths import Paths
 from mailstack.settings.values import DEFAULT_SELECTOR_FORMAT
@@ -65,11 +55,15 @@ def _selector_format() -> str:
         raise AdminError(f"{FORMAT_VARIABLE}: {exc}", ExitCode.USAGE) from None
 
 
-def _rotated(keys_dir: Path, domain: str) -> DomainSelectors:
-    state = load_state(keys_dir, domain)
-    if state is None:
-        raise AdminError(f"{domain} was never rotated: `mailstack dkim rotate {domain}` first")
-    return state
+def _nameserver(given: str | None) -> tuple[str, int] | None:
+    from mailstack.settings.values import parse_nameserver
+
+    if given is None:
+        return None
+    try:
+        return parse_nameserver(given)
+    except ValueError as exc:
+        raise AdminError(f"--nameserver: {exc}", ExitCode.USAGE) from None
 
 
 def _print_record(domain: str, key: SelectorKey, value: str) -> None:
@@ -107,46 +101,20 @@ def rotate(
     The current key keeps signing until `mailstack dkim activate DOMAIN NEW`."""
     with reporting():
         name = domain_name(domain)
-        keys_dir = _keys_dir()
-        with locked(keys_dir):
-            current = domain_selectors(keys_dir, name, selector_for(None, name))
-            if current is None:
-                raise AdminError(
-                    f"{name} has no DKIM key to rotate: "
-                    f"`mailstack dkim show {name} --generate` makes its first"
-                )
-            now = datetime.now(UTC)
-            chosen = (
-                new_selector(_selector_format(), now, current.selectors)
-                if selector is None
-                else selector_for(selector, name)
-            )
-            state = current.rotated(chosen, now)
-            added = state.get(chosen)
-            value = dns_record_value(write_new_key(added.private_key(keys_dir), name, chosen))
-            save_state(keys_dir, state)
+        made = rotation.rotate(
+            _keys_dir(),
+            name,
+            None if selector is None else selector_for(selector, name),
+            default_selector=selector_for(None, name),
+            pattern=_selector_format(),
+            now=datetime.now(UTC),
+            write_key=write_new_key,
+        )
+    state, added, value, chosen = made.state, made.added, made.value, made.added.selector
     _print_record(name, added, value)
     typer.echo(
         f"{state.active.selector} keeps signing {name}'s mail until the record above is "
         f"published and `mailstack dkim activate {name} {chosen}` is run"
-    )
-
-
-def _check_published(domain: str, key: SelectorKey, value: str, nameserver: str | None) -> None:
-    """Refuse unless DNS answers the selector's name with this key's p= (dnspython)."""
-    from mailstack.dns.records import Record
-
-    record = Record("DKIM", f"{key.selector}._domainkey.{domain}", "TXT", value)
-    (finding,) = check_published([record], domain, nameserver)
-    if finding.status == "ok":
-        return
-    found = "; ".join(finding.found) or "nothing"
-    why = f"{finding.status}: {finding.detail}" if finding.detail else finding.status
-    raise AdminError(
-        f"the DKIM record {record.name} is not published as expected ({why}; found {found}). "
-        f"Publish `{value}` there (`mailstack dkim show {domain}`), wait until it is visible, "
-        "and try again; --force skips this check",
-        ExitCode.TEMPFAIL if finding.status == "error" else ExitCode.FAILURE,
     )
 
 
@@ -162,16 +130,10 @@ def activate(
     once DNS publishes its record. The selector that signed until now retires."""
     with reporting():
         name = domain_name(domain)
-        keys_dir = _keys_dir()
-        with locked(keys_dir):
-            state = _rotated(keys_dir, name)
-            previous = state.active.selector
-            state = state.activated(selector, datetime.now(UTC))
-            chosen = state.get(selector)
-            if not force:
-                value = key_record(chosen.private_key(keys_dir))
-                _check_published(name, chosen, value, nameserver)
-            save_state(keys_dir, state)
+        check = None if force else rotation.dns_check(_nameserver(nameserver), "--force")
+        previous, state = rotation.activate(
+            _keys_dir(), name, selector, now=datetime.now(UTC), check=check
+        )
         how = _apply(name)
     typer.echo(f"{selector} signs {name}'s mail {how}")
     typer.echo(f"{previous}: {state.get(previous).advice(name)}")
@@ -192,20 +154,6 @@ def retire(
     record."""
     with reporting():
         name = domain_name(domain)
-        keys_dir = _keys_dir()
-        with locked(keys_dir):
-            state = _rotated(keys_dir, name)
-            key = state.get(selector)
-            state = state.retired(selector)
-            since = datetime.now(UTC) - key.since
-            if key.state is State.RETIRING and since < RETIRE_AFTER and not force:
-                raise AdminError(
-                    f"{selector} stopped signing {name}'s mail {since.days} days ago: mail it "
-                    f"signed may still be on its way; retire it after {RETIRE_AFTER.days} days "
-                    f"({(key.since + RETIRE_AFTER).date()}), or now with --force"
-                )
-            save_state(keys_dir, state)
-            for path in (key.private_key(keys_dir), key.public_record(keys_dir)):
-                path.unlink(missing_ok=True)
+        rotation.retire(_keys_dir(), name, selector, now=datetime.now(UTC), force=force)
         how = _apply(name)
     typer.echo(f"retired {selector} of {name}, {how}; delete its DNS record now")

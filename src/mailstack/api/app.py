@@ -19,6 +19,7 @@ from mailstack.api import problems
 from mailstack.api.auth import Caller
 from mailstack.api.limits import BodyLimit
 from mailstack.api.routes import aliases, app_passwords, deliveries, domains, queue, sieve, users
+from mailstack.api.routes import dkim as dkim_routes
 from mailstack.api.schemas import CallerOut
 from mailstack.mailqueue import DeleteRequests, MailQueue
 from mailstack.settings.values import DkimSelectors
@@ -54,6 +55,7 @@ def create_api(
     on_domain_added: Callable[[], None] | None = None,
     queue_deletes: DeleteRequests | None = None,
     delivery_log: Path | None = None,
+    dkim_rotation: dkim_routes.RotationSetup | None = None,
 ) -> FastAPI:
     """The API over `engine` (already migrated: the caller opens it with `open_engine`).
 
@@ -62,7 +64,8 @@ def create_api(
     compiles uploaded scripts, `showq` Postfix's `public/showq` socket (the queue listing),
     `on_domain_added` what to do once a domain was added (the worker asks the supervisor
     for its DKIM key), `queue_deletes` how to ask root to delete a queued message,
-    `delivery_log` the delivery log's folder (mailstack.deliverylog).
+    `delivery_log` the delivery log's folder (mailstack.deliverylog), `dkim_rotation` how
+    to have root rotate DKIM keys (None: those routes answer 503).
     """
     app = ProblemDocumentedApi(
         title="mailstack admin API",
@@ -84,9 +87,10 @@ def create_api(
     app.state.queue = MailQueue(showq.parent if showq else None, queue_deletes)  # None: 503
     app.state.on_domain_added = on_domain_added  # e.g. ask for the new domain's DKIM key
     app.state.delivery_log = delivery_log  # None: /users/{address}/deliveries answers 503
+    app.state.dkim_rotation = dkim_rotation
     problems.install(app)
     app.add_middleware(BodyLimit)
-    for module in (domains, users, aliases, sieve, queue, deliveries, app_passwords):
+    for module in (domains, dkim_routes, users, aliases, sieve, queue, deliveries, app_passwords):
         app.include_router(module.router)
     app.add_api_route("/me", me, methods=["GET"], tags=["tokens"], summary="Who the token is")
     return app

@@ -68,12 +68,33 @@ class UserOut(Out):
     address: str
     quota_bytes: int | None = Field(description="null: unlimited")
     enabled: bool
+    admin: bool = Field(description="may use the web UI's admin pages")
     created_at: datetime
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def domain(self) -> str:
         return self.address.rpartition("@")[2]
+
+
+class UserSettingsIn(Body):
+    """What an admin may set on a user with PUT: every field given."""
+
+    admin: bool = Field(description="May use the web UI's admin pages.")
+    enabled: bool = Field(description="false: no login anywhere; mail is still accepted.")
+    quota: Quota = Field(description="Bytes, or a size such as 500M or 2G; null or 0 is unlimited.")
+
+
+class UserChangeIn(Body):
+    """What an admin may change on a user with PATCH: only the fields given."""
+
+    admin: bool | None = Field(default=None, description="May use the web UI's admin pages.")
+    enabled: bool | None = Field(
+        default=None, description="false: no login anywhere; mail is still accepted."
+    )
+    quota: Quota = Field(
+        default=None, description="Bytes, or a size such as 500M or 2G; null or 0 is unlimited."
+    )
 
 
 class PasswordIn(Body):

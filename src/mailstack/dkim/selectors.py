@@ -45,6 +45,10 @@ class SelectorError(MailstackError):
     """A rotation step that does not fit the domain's selectors, or a bad state file."""
 
 
+class UnknownSelector(SelectorError):
+    """The domain has no such selector."""
+
+
 @dataclass(frozen=True)
 class SelectorKey:
     """One selector of a domain: its state since when, and its private key file (relative
@@ -99,7 +103,7 @@ class DomainSelectors:
             if key.selector == selector:
                 return key
         known = ", ".join(f"{k.selector} ({k.state})" for k in self.keys)
-        raise SelectorError(f"{self.domain} has no selector {selector!r}; it has {known}")
+        raise UnknownSelector(f"{self.domain} has no selector {selector!r}; it has {known}")
 
     def rotated(self, selector: str, now: datetime) -> DomainSelectors:
         """With a new pending selector, whose key is `selector_key(domain, selector)`."""

@@ -369,6 +369,7 @@ def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list
         argv += ["--api", "--webui", "--dkim-keys", str(paths.dkim_keys)]
         argv += ["--dkim-sync-request", str(paths.dkim_sync_request)]
         argv += ["--queue-delete-request", str(paths.queue_delete_request)]
+        argv += dkim_rotation_options(settings, paths)
         argv += ["--dkim-selector", settings.dkim_selectors.text]
         argv += ["--postfix-queue", str(paths.postfix_queue)]
         argv += ["--delivery-log", str(paths.delivery_log)]
@@ -377,6 +378,17 @@ def web_options(settings: ServerSettings, paths: Paths) -> tuple[list[str], list
         if address is not None:
             argv += ["--client-port", f"{name}={address.port}"]
     return argv, probes
+
+
+def dkim_rotation_options(settings: ServerSettings, paths: Paths) -> list[str]:
+    """The worker's options for DKIM key rotation through the API: where it asks root, the
+    new selectors' pattern, and the resolver that checks a record before an activation
+    (MAILSTACK_DNS_NAMESERVERS' first, as for MTA-STS; none: the system's)."""
+    argv = ["--dkim-rotation-request", str(paths.dkim_rotation_request)]
+    argv += ["--dkim-rotate-selector", settings.dkim_rotate_selector]
+    for host, port in settings.policy_nameservers[:1]:
+        argv += ["--dkim-nameserver", f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    return argv
 
 
 def tls_reload(settings: ServerSettings, paths: Paths) -> tuple[list[str], list[list[str]]]:
@@ -432,6 +444,7 @@ def server_plan(settings: ServerSettings, paths: Paths, prepared: PreparedServer
     plan = replace(plan, tls_watch=watch, tls_reload=commands, tls_hangup=["worker"])
     plan = replace(plan, delivery_log=str(paths.delivery_log))
     jobs = [dkim_sync_job(settings, paths, prepared), queue_delete_job(settings, paths)]
+    jobs.append(dkim_rotation_job(settings, paths))
     if prepared.spam is not None and settings.spam_train_at is not None:
         jobs.append(spam_training_job(settings, paths, prepared))
     return replace(plan, jobs=jobs)
@@ -444,6 +457,14 @@ def dkim_sync_job(settings: ServerSettings, paths: Paths, prepared: PreparedServ
     env[DATABASE_ENV] = prepared.database
     argv = [sys.executable, "-m", "mailstack", "dkim", "sync"]
     return Job("dkim-sync", argv, env, trigger=str(paths.dkim_sync_request))
+
+
+def dkim_rotation_job(settings: ServerSettings, paths: Paths) -> Job:
+    """`mailstack dkim requested` (as root) when the worker asks: a DKIM key rotation step
+    asked for through the REST API (mailstack.dkim.requests)."""
+    env = base_environment(settings, paths) | settings.dkim_environment()
+    argv = [sys.executable, "-m", "mailstack", "dkim", "requested", "--root", str(paths.root)]
+    return Job("dkim-rotation", argv, env, trigger=str(paths.dkim_rotation_request))
 
 
 def queue_delete_job(settings: ServerSettings, paths: Paths) -> Job:

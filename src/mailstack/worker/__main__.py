@@ -51,6 +51,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--queue-delete-request", type=Path, help="file asking the supervisor for postsuper -d"
     )
     parser.add_argument(
+        "--dkim-rotation-request", type=Path, help="file asking the supervisor for a DKIM step"
+    )
+    parser.add_argument("--dkim-rotate-selector", help="MAILSTACK_DKIM_ROTATE_SELECTOR")
+    parser.add_argument("--dkim-nameserver", help="ADDR[:PORT] checking DKIM records (API)")
+    parser.add_argument(
         "--postfix-queue", type=Path, help="Postfix's queue folder: the API lists its queue"
     )
     parser.add_argument(

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
     from starlette.types import ASGIApp, Receive, Scope, Send
 
+    from mailstack.api.routes.dkim import RotationSetup
     from mailstack.lookup.gateway import StoreGateway
     from mailstack.mailqueue import DeleteRequests
     from mailstack.web.site import Site
@@ -100,6 +101,7 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
     domain_added = dkim_sync_asker(args)
     deletes = queue_deletes(args)
     delivery_log: Path | None = args.delivery_log
+    rotation = dkim_rotation(args)
 
     def build() -> ASGIApp:
         from mailstack.api.app import create_api
@@ -114,6 +116,7 @@ def _api_mount(args: argparse.Namespace, engine: Engine) -> list[BaseRoute]:
             on_domain_added=domain_added,
             queue_deletes=deletes,
             delivery_log=delivery_log,
+            dkim_rotation=rotation,
         )
 
     return [Mount(API_PATH, app=LazyApp(build))]
@@ -137,6 +140,23 @@ def queue_deletes(args: argparse.Namespace) -> DeleteRequests | None:
     from mailstack.mailqueue import DeleteRequests
 
     return DeleteRequests(args.queue_delete_request)
+
+
+def dkim_rotation(args: argparse.Namespace) -> RotationSetup | None:
+    """How the API has root carry out DKIM rotation steps, when the supervisor listens."""
+    if args.dkim_rotation_request is None:
+        return None
+    from mailstack.api.routes.dkim import RotationSetup
+    from mailstack.dkim.requests import RotationRequests
+    from mailstack.settings.values import (
+        DEFAULT_SELECTOR_FORMAT,
+        parse_nameserver,
+        parse_selector_format,
+    )
+
+    pattern = parse_selector_format(args.dkim_rotate_selector or DEFAULT_SELECTOR_FORMAT)
+    nameserver = parse_nameserver(args.dkim_nameserver) if args.dkim_nameserver else None
+    return RotationSetup(RotationRequests(args.dkim_rotation_request), pattern, nameserver)
 
 
 def _webui_mount(args: argparse.Namespace, engine: Engine, site: Site) -> list[BaseRoute]:

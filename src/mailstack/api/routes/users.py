@@ -1,5 +1,5 @@
-"""`/users`: mailboxes. Admins manage them all; a user token sees and changes only its own
-user's password and spam filing."""
+"""`/users`: mailboxes. Admins manage them all (and who else is an admin); a user token sees
+and changes only its own user's password and spam filing."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ from mailstack.api.schemas import (
     PasswordIn,
     SpamSettingsIn,
     SpamSettingsOut,
+    UserChangeIn,
     UserIn,
     UserOut,
+    UserSettingsIn,
 )
+from mailstack.store import MailStore
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -40,6 +43,42 @@ def add_user(body: UserIn, store: Store, _: Admin) -> UserOut:
 @router.get("/{address}", summary="One user")
 def get_user(address: str, store: Store, caller: Caller) -> UserOut:
     return UserOut.model_validate(store.get_user(require_self(caller, address)))
+
+
+def _change(
+    store: MailStore,
+    address: str,
+    admin: bool | None,
+    enabled: bool | None,
+    quota: tuple[str | int | None] | None,
+) -> UserOut:
+    """Apply the given changes (None: unchanged; `quota` in a 1-tuple, whose None is
+    unlimited); the quota first: a bad one is refused before anything is written."""
+    if quota is not None:
+        store.set_quota(address, quota[0])
+    if admin is not None:
+        store.set_admin(address, admin)
+    if enabled is not None:
+        (store.enable_user if enabled else store.disable_user)(address)
+    return UserOut.model_validate(store.get_user(address))
+
+
+@router.put("/{address}", summary="Set a user's admin flag, login and quota (admins only)")
+def set_user(address: str, body: UserSettingsIn, store: Store, _: Admin) -> UserOut:
+    """Every field is set. A user token gets 403, also for its own user: nobody makes
+    themselves an admin."""
+    return _change(store, address, body.admin, body.enabled, (body.quota,))
+
+
+@router.patch("/{address}", summary="Change a user's admin flag, login or quota (admins only)")
+def change_user(address: str, body: UserChangeIn, store: Store, _: Admin) -> UserOut:
+    """Only the fields given change (`"quota": null` makes it unlimited). A user token gets
+    403, also for its own user."""
+    given = body.model_fields_set
+    quota = (body.quota,) if "quota" in given else None
+    admin = body.admin if "admin" in given else None
+    enabled = body.enabled if "enabled" in given else None
+    return _change(store, address, admin, enabled, quota)
 
 
 @router.delete("/{address}", status_code=204, summary="Delete a user and their Sieve scripts")
