@@ -1,6 +1,7 @@
 """Outbound MTA-STS and DANE through the real Postfix, end to end.
 
-`mailstack run` (the relay profile, delivering straight to the recipients' MXs) runs in a
+`mailstack run` (the relay profile delivering straight to the recipients' MXs, and once the
+server profile) runs in a
 mount namespace of its own whose /etc/resolv.conf names the test's DNS server on a loopback
 address's port 53, so Postfix's smtp client, its smtpd and the worker resolve through it
 while the host's file stays as it is. Receiving MXs are aiosmtpd servers with STARTTLS on
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import smtplib
 import subprocess
 from collections.abc import Iterator
@@ -30,8 +32,10 @@ from dns_world_harness import (
     signed_zone,
     tlsa_3_1_1,
 )
+from mailserver import PASSWORD, MailServer, Ports, add_user, server_env
 from mta_sts_harness import PolicyHost, loopback_address, policy_host, policy_text, postmap
 from nsd_harness import running_nsd, zone
+from server_harness import shared_tempdir
 from tests.helpers import Relay, base_env, free_port, message, private_root, running_relay, wait_for
 
 SENDER = "app@example.com"
@@ -43,10 +47,15 @@ class World:
     policies: PolicyHost
     mx: dict[str, MxHost]  # by recipient domain
     resolv_conf: str
+    sender: str = SENDER
 
     def send(self, recipient: str) -> None:
+        """To the relay's submission port; the server's, as a logged-in user."""
         with smtplib.SMTP("127.0.0.1", self.relay.port, timeout=30) as client:
-            client.sendmail(SENDER, [recipient], message(SENDER, recipient))
+            if isinstance(self.relay, MailServer):
+                client.starttls(context=self.relay.tls_context())
+                client.login(self.sender, PASSWORD)
+            client.sendmail(self.sender, [recipient], message(self.sender, recipient))
 
     def outcome(self, recipient: str) -> str:
         """Wait for Postfix's first delivery attempt to `recipient`: its status= word."""
@@ -203,15 +212,30 @@ def test_testing_with_the_same_certificate_is_delivered(sts_world: World) -> Non
 # -- the DANE world -----------------------------------------------------------------------
 
 
+@dataclass
+class DaneDns:
+    policies: PolicyHost
+    mx: dict[str, MxHost]
+    resolver: str  # the validating resolver's address (port 53)
+    ca_file: Path  # the policy host's CA, which issued the MXs' certificates too
+
+    def env(self) -> dict[str, str]:
+        return {
+            "MAILSTACK_DNSSEC_RESOLVER": self.resolver,
+            "MAILSTACK_MTA_STS_CA_FILE": str(self.ca_file),
+        }
+
+
 @pytest.fixture(scope="module")
-def dane_world() -> Iterator[World]:
+def dane_dns() -> Iterator[DaneDns]:
     """In the signed zone dane.test: ok (TLSA 3 1 1 of its MX's key), wrong (TLSA of another
     key), both (enforce policy whose mx its MX's certificate does not match, and TLSA of the
     key), stsonly (the same, without TLSA), half (the same policy, two MXs: ok's, which has
     TLSA, and stsonly's, which has none). In the unsigned plain.test: unsigned (enforce
     policy, TLSA of the key, no DNSSEC)."""
     with contextlib.ExitStack() as stack:
-        root = stack.enter_context(private_root())
+        root = shared_tempdir("mailstack-dane-")
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
         with_policy = [f"{name}.dane.test" for name in ("both", "stsonly", "half")]
         with_policy.append("unsigned.plain.test")
         policies = stack.enter_context(policy_host(root, [f"mta-sts.{d}" for d in with_policy]))
@@ -247,13 +271,17 @@ def dane_world() -> Iterator[World]:
         zones["."] = zone("", "")  # the root: unbound asks nobody else
         upstream = stack.enter_context(running_nsd(zones))
         resolver = stack.enter_context(running_unbound(loopback_address(53), upstream, signed))
-        launcher, resolv_conf = private_resolv_conf(root, resolver)
-        env = relay_env(
-            root,
-            {"MAILSTACK_DNSSEC_RESOLVER": resolver, "MAILSTACK_MTA_STS_CA_FILE": str(ca_file)},
-        )
-        relay = stack.enter_context(running_relay(root, env, launcher))
-        yield World(relay, policies, mx, resolv_conf)
+        yield DaneDns(policies, mx, resolver, ca_file)
+
+
+@pytest.fixture(scope="module")
+def dane_world(dane_dns: DaneDns) -> Iterator[World]:
+    """The relay, delivering directly, asking the validating resolver."""
+    with private_root() as root:
+        launcher, resolv_conf = private_resolv_conf(root, dane_dns.resolver)
+        env = relay_env(root, dane_dns.env())
+        with running_relay(root, env, launcher) as relay:
+            yield World(relay, dane_dns.policies, dane_dns.mx, resolv_conf)
 
 
 def test_dane_with_a_matching_tlsa_record_is_delivered_verified(dane_world: World) -> None:
@@ -320,3 +348,27 @@ def test_a_dnssec_resolver_that_resolv_conf_does_not_list_stops_start_up() -> No
             relay.cleanup()
         assert "MAILSTACK_DNSSEC_RESOLVER" in relay.log
         assert "(there: 127.0.0.9)" in relay.log
+
+
+def test_the_server_profile_lets_dane_win_too(dane_dns: DaneDns) -> None:
+    """`mailstack run --profile server`, a user sending through 587: the enforce domain with
+    validated TLSA records gets the mail (DANE), the one without TLSA keeps it (MTA-STS)."""
+    with private_root() as root:
+        add_user(root, "alice@example.com")
+        launcher, resolv_conf = private_resolv_conf(root, dane_dns.resolver)
+        server = MailServer(root, server_env(root, Ports(), **dane_dns.env()), launcher)
+        try:
+            server.start(timeout=90)
+            world = World(server, dane_dns.policies, dane_dns.mx, resolv_conf, "alice@example.com")
+            status, lines = world.attempt("server@both.dane.test")
+            assert status == "sent", lines
+            received = dane_dns.mx["both.dane.test"].received("server@both.dane.test")
+            assert [item.tls for item in received] == [True]
+            assert "Verified TLS connection established to mx-both.dane.test" in server.log
+            reason, lines = world.held("server@stsonly.dane.test")
+            assert reason == "Server certificate not verified", lines
+            assert dane_dns.mx["stsonly.dane.test"].received("server@stsonly.dane.test") == []
+        finally:
+            with contextlib.suppress(Exception):
+                server.stop()
+            server.cleanup()
