@@ -1,11 +1,11 @@
 """Outbound MTA-STS and DANE through the real Postfix, end to end.
 
 `mailstack run` (the relay profile delivering straight to the recipients' MXs, and once the
-server profile) runs in a
-mount namespace of its own whose /etc/resolv.conf names the test's DNS server on a loopback
-address's port 53, so Postfix's smtp client, its smtpd and the worker resolve through it
-while the host's file stays as it is. Receiving MXs are aiosmtpd servers with STARTTLS on
-their own loopback addresses' port 25; the MTA-STS policies come from an HTTPS policy host.
+server profile) runs in a mount namespace of its own whose /etc/resolv.conf names the test's
+DNS server on a loopback address's port 53, so Postfix's smtp client, its smtpd and the
+worker resolve through it while the host's file stays as it is. Receiving MXs are aiosmtpd
+servers with STARTTLS on their own loopback addresses' port 25; the MTA-STS policies come
+from an HTTPS policy host.
 
 - MTA-STS world: NSD answers plainly; Postfix trusts the test CA (POSTFIX_smtp_tls_CAfile).
 - DANE world: a validating unbound answers from a zone dnspython signed, whose DS is its only
