@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import Message
@@ -120,9 +120,10 @@ def base_env(root: Path, submission_port: int, **extra: str) -> dict[str, str]:
 class Relay:
     """`mailstack run` as a child process, its log in a file, stopped however a test ends."""
 
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
+    def __init__(self, root: Path, env: dict[str, str], launcher: Sequence[str] = ()) -> None:
         self.root = root
         self.env = env
+        self.launcher = list(launcher)  # argv to run `mailstack run` under (a namespace)
         self.port = int(env["MAILSTACK_LISTEN_SUBMISSION"].rsplit(":", 1)[1])
         self.log_path = root / f"mailstack-{time.monotonic_ns()}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -134,7 +135,7 @@ class Relay:
     def start(self, wait: bool = True, timeout: float = 30) -> Relay:
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen(
-                [*MAILSTACK, "run"],
+                [*self.launcher, *MAILSTACK, "run"],
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -205,8 +206,8 @@ def _is_ours(pid: int, root: Path) -> bool:
 
 
 @contextlib.contextmanager
-def running_relay(root: Path, env: dict[str, str]) -> Iterator[Relay]:
-    relay = Relay(root, env)
+def running_relay(root: Path, env: dict[str, str], launcher: Sequence[str] = ()) -> Iterator[Relay]:
+    relay = Relay(root, env, launcher)
     try:
         yield relay.start()
     finally:

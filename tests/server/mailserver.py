@@ -59,6 +59,18 @@ def server_env(root: Path, ports: Ports, **extra: str) -> dict[str, str]:
     return env
 
 
+def add_user(root: Path, address: str, password: str = PASSWORD) -> None:
+    """Create `address` (and its domain) in the store of the server that will run at `root`."""
+    from mailstack.store import MailStore
+
+    store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
+    try:
+        store.add_domain(address.rpartition("@")[2])
+        store.add_user(address, password)
+    finally:
+        store.close()
+
+
 class MailServer(Relay):
     """The server profile; stopped, with every daemon it started, however a test ends."""
 

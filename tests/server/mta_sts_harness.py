@@ -124,3 +124,19 @@ def policy_map(folder: Path, nameserver: str, ca_file: Path) -> Iterator[PolicyM
         yield found
     finally:
         stop_process(proc)
+
+
+def postmap(table: str, key: str, folder: Path) -> str | None:
+    """`postmap -q KEY TABLE`: the value, or None when not found."""
+    config = folder / "postfix"
+    config.mkdir(exist_ok=True)
+    (config / "main.cf").write_text("compatibility_level = 3.6\n")
+    proc = subprocess.run(
+        ["postmap", "-c", str(config), "-q", key, table],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode in (0, 1), proc.stderr  # 1: not found; anything else: an error
+    return proc.stdout.strip() if proc.returncode == 0 else None

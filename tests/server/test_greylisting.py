@@ -7,10 +7,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from mailserver import PASSWORD, MailServer, Ports, running_server, server_env, wait_for_subject
+from mailserver import (
+    PASSWORD,
+    MailServer,
+    Ports,
+    add_user,
+    running_server,
+    server_env,
+    wait_for_subject,
+)
 from tests.helpers import private_root
-
-from mailstack.store import MailStore
 
 DELAY = 2
 
@@ -19,12 +25,7 @@ DELAY = 2
 def mx() -> Iterator[tuple[MailServer, Ports]]:
     """A server whose mynetworks is 127.0.0.1 only: clients on 127.0.0.2 are outsiders."""
     with private_root() as root:
-        store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
-        try:
-            store.add_domain("example.com")
-            store.add_user("alice@example.com", PASSWORD)
-        finally:
-            store.close()
+        add_user(root, "alice@example.com")
         ports = Ports()
         env = server_env(
             root,

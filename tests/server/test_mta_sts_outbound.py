@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mta_sts_harness import PolicyHost, PolicyMap, policy_host, policy_map, policy_text
+from mta_sts_harness import PolicyHost, PolicyMap, policy_host, policy_map, policy_text, postmap
 from nsd_harness import running_nsd, zone
 from server_harness import shared_tempdir
 
@@ -64,22 +64,6 @@ def host(folder: Path) -> Iterator[PolicyHost]:
             policy_text("enforce", "mx.html.test"),
         )
         yield running
-
-
-def postmap(table: str, key: str, folder: Path) -> str | None:
-    """`postmap -q KEY TABLE`: the value, or None when not found."""
-    config = folder / "postfix"
-    config.mkdir(exist_ok=True)
-    (config / "main.cf").write_text("compatibility_level = 3.6\n")
-    proc = subprocess.run(
-        ["postmap", "-c", str(config), "-q", key, table],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode in (0, 1), proc.stderr  # 1: not found; anything else: an error
-    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 @pytest.fixture

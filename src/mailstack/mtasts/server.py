@@ -5,6 +5,9 @@ runs it too. The key is Postfix's next-hop: a recipient domain (with a `:port` w
 transport says so, kept out of the lookup); a `[host]` next-hop names a host, not a domain
 with a policy, and gets NOTFOUND, as does every other map name. Answers take a DNS query and
 an HTTPS fetch at worst, so each connection's requests are answered in order in a task.
+
+With a DANE check (a DNSSEC-validating resolver), an `enforce` domain whose MX hosts all
+have validated TLSA records gets `dane` instead: DANE wins over MTA-STS (RFC 8461 section 2).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 
 from mailstack.lookup import netstring
 from mailstack.lookup.socketmap import IDLE_TIMEOUT, split_request
+from mailstack.mtasts.dane import DaneCheck
 from mailstack.mtasts.lookup import PolicyLookup
 from mailstack.mtasts.policy import postfix_policy
 from mailstack.names import try_domain
@@ -40,9 +44,16 @@ def destination_domain(key: str) -> str | None:
 class MtaStsMap(ProtocolListener):
     name = "mta-sts map"
 
-    def __init__(self, lookup: PolicyLookup, *, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    def __init__(
+        self,
+        lookup: PolicyLookup,
+        *,
+        dane: DaneCheck | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         super().__init__()
         self.lookup = lookup
+        self.dane = dane
         self.idle_timeout = idle_timeout
 
     def make_protocol(self) -> asyncio.Protocol:
@@ -61,8 +72,10 @@ class MtaStsMap(ProtocolListener):
             return NOT_FOUND
         try:
             policy = await self.lookup.policy_for(domain)
+            answer = postfix_policy(policy) if policy is not None else None
+            if answer is not None and self.dane is not None and await self.dane.covers(domain):
+                answer = "dane"
         except Exception:
             log.exception("MTA-STS lookup of %s failed", domain)
             return b"TEMP internal error"
-        answer = postfix_policy(policy) if policy is not None else None
         return NOT_FOUND if answer is None else b"OK " + answer.encode("ascii")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailstack.mtasts.cache import PolicyCache
+from mailstack.mtasts.dane import DaneCheck
 from mailstack.mtasts.fetch import PolicySource
 from mailstack.mtasts.lookup import PolicyLookup
 from mailstack.mtasts.server import MtaStsMap
@@ -21,6 +22,7 @@ class MtaStsOptions:
     nameservers: tuple[tuple[str, int], ...] = ()
     ca_file: Path | None = None
     mode: int = 0o660
+    dane_resolver: tuple[str, int] | None = None  # validating: lets DANE win over MTA-STS
 
 
 @dataclass
@@ -31,7 +33,9 @@ class MtaStsService:
     def __post_init__(self) -> None:
         self.source = PolicySource(self.options.nameservers, self.options.ca_file)
         self.cache = PolicyCache(self.options.cache_file)
-        self.map = MtaStsMap(PolicyLookup(self.source, self.cache))
+        resolver = self.options.dane_resolver
+        dane = DaneCheck(resolver) if resolver is not None else None
+        self.map = MtaStsMap(PolicyLookup(self.source, self.cache), dane=dane)
 
     async def start(self) -> None:
         self.cache.load(time.time())

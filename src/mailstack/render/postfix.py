@@ -114,9 +114,9 @@ def outbound_tls_parameters(settings: ProfileSettings, paths: Paths) -> dict[str
     MTA-STS: Postfix asks the worker's policy map for each destination domain (an `enforce`
     policy answers `secure`, so a certificate that does not match defers the mail). If the
     worker cannot answer, Postfix defers rather than guess. DANE: with a DNSSEC-validating
-    resolver, TLSA records are trusted and `dane` is the default level. The map's answer is
-    per destination, so a domain with an `enforce` policy is checked by MTA-STS (`secure`)
-    even where it also publishes TLSA records (RFC 8461 section 2 would prefer DANE there).
+    resolver, TLSA records are trusted and `dane` is the default level; the map answers
+    `dane` for an `enforce` domain whose MX hosts all have validated TLSA records, so DANE
+    wins there (RFC 8461 section 2).
     """
     params: dict[str, str] = {}
     if settings.dnssec_resolver is not None:

@@ -31,7 +31,9 @@ def mta_sts_options(
     if settings.mta_sts_ca_file is not None:
         argv += ["--mta-sts-ca-file", str(settings.mta_sts_ca_file)]
     for address, port in settings.policy_nameservers:
-        argv += ["--nameserver", f"[{address}]:{port}" if ":" in address else f"{address}:{port}"]
+        argv += ["--nameserver", _endpoint(address, port)]
+    if settings.dnssec_resolver is not None:
+        argv += ["--dane-resolver", _endpoint(settings.dnssec_resolver, 53)]
     return argv, Probe("unix", str(paths.mta_sts_socket))
 
 
@@ -42,3 +44,7 @@ def mta_sts_worker(settings: ProfileSettings, paths: Paths, env: dict[str, str])
     argv += ["--user", WORKER_USER]
     # not critical: while it is down Postfix defers outbound mail (the map does not answer)
     return Process("worker", argv, env, [probe], log_parser="worker", critical=False)
+
+
+def _endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"

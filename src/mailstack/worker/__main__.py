@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     sts.add_argument("--mta-sts-cache", type=Path, help="the policy cache: a JSON file")
     sts.add_argument("--mta-sts-ca-file", type=Path, help="trust for policy hosts (PEM)")
     sts.add_argument("--nameserver", action="append", default=[], help="ADDR[:PORT], repeat")
+    sts.add_argument(
+        "--dane-resolver", help="validating resolver ADDR[:PORT]: DANE wins over MTA-STS"
+    )
     web = parser.add_argument_group("web listeners")
     web.add_argument("--http", help="HTTP listener (challenges, MTA-STS, autoconfig): address:port")
     web.add_argument("--https", help="HTTPS listener (needs --cert and --key): address:port")
@@ -204,7 +207,9 @@ def mta_sts_service(args: argparse.Namespace, mode: int) -> MtaStsService:
 
     nameservers = tuple(parse_nameserver(text) for text in args.nameserver)
     cache, ca_file = args.mta_sts_cache, args.mta_sts_ca_file
-    return MtaStsService(MtaStsOptions(args.mta_sts, cache, nameservers, ca_file, mode))
+    dane = parse_nameserver(args.dane_resolver) if args.dane_resolver else None
+    options = MtaStsOptions(args.mta_sts, cache, nameservers, ca_file, mode, dane_resolver=dane)
+    return MtaStsService(options)
 
 
 def main(argv: list[str] | None = None) -> int:
