@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mailstack.store import MailStore
+from bench.sqlite_maps import Dataset, build_plain, fill_store, write_map_files
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -94,16 +94,6 @@ WORDS = _words(
 # -- the data ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Dataset:
-    """Everything both sides hold, in canonical (lower-case) form."""
-
-    domains: list[str]
-    alias_domains: dict[str, str]  # alias domain -> hosted domain
-    users: list[tuple[str, bool]]  # address, enabled
-    aliases: dict[str, list[str]] = field(default_factory=dict)  # source (or @domain) -> targets
-
-
 def make_dataset(users: int, domains: int, aliases: int, catch_alls: int) -> Dataset:
     """Deterministic, realistic-looking data: first.last users spread over the domains,
     role aliases with one to three local (sometimes remote, sometimes nested) targets, a few
@@ -142,110 +132,6 @@ def make_dataset(users: int, domains: int, aliases: int, catch_alls: int) -> Dat
     for i in range(min(catch_alls, domains)):
         data.aliases["@" + names[i]] = [(by_domain[names[i]] or [data.users[0][0]])[0]]
     return data
-
-
-def fill_store(path: Path, data: Dataset) -> float:
-    """Load the data through the store's service layer; returns the seconds it took."""
-    begin = time.monotonic()
-    store = MailStore.open(path)
-    try:
-        for name in data.domains:
-            store.add_domain(name)
-        for name, target in data.alias_domains.items():
-            store.add_alias_domain(name, target)
-        for address, enabled in data.users:
-            store.add_user(address, password_hash=IMPORTED_HASH, enabled=enabled)
-        for source, targets in data.aliases.items():
-            store.add_alias(source, targets)
-    finally:
-        store.close()
-    return time.monotonic() - begin
-
-
-PLAIN_SCHEMA = """
-CREATE TABLE domains (name TEXT PRIMARY KEY);
-CREATE TABLE alias_domains (name TEXT PRIMARY KEY, target TEXT NOT NULL);
-CREATE TABLE mailboxes (address TEXT PRIMARY KEY, enabled INTEGER NOT NULL);
-CREATE TABLE aliases (source TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (source, target));
-"""
-
-
-def build_plain(path: Path, data: Dataset) -> None:
-    """The same data in the simple schema a hand-written Postfix setup would use."""
-    db = sqlite3.connect(path)
-    try:
-        db.executescript(PLAIN_SCHEMA)
-        db.executemany("INSERT INTO domains VALUES (?)", [(d,) for d in data.domains])
-        db.executemany("INSERT INTO alias_domains VALUES (?, ?)", data.alias_domains.items())
-        db.executemany("INSERT INTO mailboxes VALUES (?, ?)", data.users)
-        db.executemany(
-            "INSERT INTO aliases VALUES (?, ?)",
-            [(s, t) for s, targets in data.aliases.items() for t in targets],
-        )
-        db.commit()
-        db.execute("ANALYZE")
-    finally:
-        db.close()
-
-
-# Postfix's sqlite_table(5) queries giving the lookup service's answers (see maps.py and
-# resolver.py). Written as a hand-written setup would be: short queries, and a list of
-# tables where Postfix's "first table that has the key wins" gives the precedence (as in
-# `virtual_alias_maps = sqlite:a.cf, sqlite:b.cf`). Postfix prepares every query on every
-# lookup, so long queries cost more than their plan suggests. '%s' is the SQL-quoted key,
-# %u/%d its local and domain part (the query is skipped when the part is empty).
-_DOM = "substr({a}, instr({a}, '@') + 1)"
-_HAS_ALIAS = "EXISTS (SELECT 1 FROM aliases WHERE source = {a})"
-_HAS_BOX = "EXISTS (SELECT 1 FROM mailboxes WHERE address = {a})"
-_HAS_CATCH = "EXISTS (SELECT 1 FROM aliases WHERE source = '@' || " + _DOM + ")"  # noqa: S608
-_W = "w.address"
-
-SQLITE_QUERIES: dict[str, tuple[str, ...]] = {
-    "domain": ("SELECT name FROM domains WHERE name = '%s'",),
-    "aliasdomain": ("SELECT target FROM alias_domains WHERE name = '%s'",),
-    "mailbox": ("SELECT address FROM mailboxes WHERE address = '%s'",),
-    # An alias, else a mailbox maps to itself, else the catch-all, else the same local
-    # part in the alias domain's target, if that address exists.
-    "alias": (
-        "SELECT target FROM aliases WHERE source = '%s'",
-        "SELECT address FROM mailboxes WHERE address = '%s'",
-        "SELECT target FROM aliases WHERE source = '@%d'",
-        "SELECT '%u@' || d.target FROM alias_domains AS d WHERE d.name = '%d' AND ("
-        "EXISTS (SELECT 1 FROM aliases WHERE source = '%u@' || d.target) "
-        "OR EXISTS (SELECT 1 FROM mailboxes WHERE address = '%u@' || d.target) "
-        "OR EXISTS (SELECT 1 FROM aliases WHERE source = '@' || d.target))",
-    ),
-    # Whoever receives mail for the address may send as it: walk aliases, catch-alls and
-    # alias domains (a recursive CTE, SQLite >= 3.34), keep the enabled mailboxes reached.
-    "senderlogin": (
-        "WITH RECURSIVE walk(address) AS (SELECT '%s' WHERE instr('%s', '@') > 1 "  # noqa: S608
-        "UNION SELECT a.target FROM walk AS w JOIN aliases AS a ON a.source = w.address "
-        "WHERE a.target <> w.address "
-        f"UNION SELECT a.target FROM walk AS w JOIN aliases AS a ON a.source = '@' || "
-        f"{_DOM.format(a=_W)} WHERE a.target <> w.address "
-        f"AND NOT {_HAS_ALIAS.format(a=_W)} AND NOT {_HAS_BOX.format(a=_W)} "
-        "UNION SELECT substr(w.address, 1, instr(w.address, '@')) || d.target "
-        f"FROM walk AS w JOIN alias_domains AS d ON d.name = {_DOM.format(a=_W)} "
-        f"WHERE NOT {_HAS_ALIAS.format(a=_W)} AND NOT {_HAS_BOX.format(a=_W)} "
-        f"AND NOT {_HAS_CATCH.format(a=_W)}) "
-        # EXISTS, not a join: a join makes SQLite build a Bloom filter over all mailboxes.
-        "SELECT address FROM walk AS w WHERE EXISTS (SELECT 1 FROM mailboxes AS m "
-        "WHERE m.address = w.address AND m.enabled) AND (NOT "
-        f"{_HAS_ALIAS.format(a=_W)} OR EXISTS "
-        "(SELECT 1 FROM aliases WHERE source = w.address AND target = w.address))",
-    ),
-}
-
-
-def write_map_files(folder: Path, db: Path) -> dict[str, list[str]]:
-    """`sqlite:` map files; returns map name -> the Postfix tables, in lookup order."""
-    tables: dict[str, list[str]] = {}
-    for name, queries in SQLITE_QUERIES.items():
-        for i, query in enumerate(queries):
-            path = folder / f"sqlite-{name}-{i}.cf"
-            path.write_text(f"dbpath = {db}\nquery = {query}\n")
-            tables.setdefault(name, []).append(f"sqlite:{path}")
-    return tables
 
 
 def make_keys(data: Dataset, rng: random.Random) -> dict[str, list[str]]:
@@ -897,8 +783,8 @@ def main() -> None:
             "catch_alls": sum(s.startswith("@") for s in data.aliases),
             "alias_targets": sum(len(t) for t in data.aliases.values()),
         }
-        report["fill_store_s"] = round(fill_store(server.database, data), 2)
-        build_plain(folder / "postfix.db", data)
+        report["fill_store_s"] = round(fill_store(server.database, data, IMPORTED_HASH), 2)
+        build_plain(folder / "postfix.db", data, IMPORTED_HASH)
         tables = write_map_files(folder, folder / "postfix.db")
         keys = make_keys(data, rng)
         server.start()
