@@ -8,57 +8,22 @@ from 127.0.0.1 (the login throttle), so only one test fails a login on purpose.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from browser import browser_context, browser_login, screenshot
-from mailserver import PASSWORD, MailServer, Ports, imap_session, running_server, server_env
-from tests.helpers import private_root
-
-from mailstack.store import MailStore
+from mailserver import PASSWORD, imap_session
+from webui_harness import World, csrf, world_with
 
 SESSION = "__Host-mailstack-session"
 USERS = ("ann", "ben", "cid", "dee", "eve", "fay", "gus", "hal")
 
 
-@dataclass
-class World:
-    server: MailServer
-    ports: Ports
-    store: MailStore
-
-    @property
-    def base(self) -> str:
-        return f"https://127.0.0.1:{self.ports.https}"
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base, verify=self.server.tls_context(), timeout=30, follow_redirects=False
-        )
-
-
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
-    with private_root() as root:
-        store = MailStore.open(root / "var/lib/mailstack/mailstack.db")
-        try:
-            store.add_domain("example.com")
-            for user in USERS:
-                store.add_user(f"{user}@example.com", PASSWORD)
-            ports = Ports()
-            with running_server(root, server_env(root, ports)) as server:
-                yield World(server, ports, store)
-        finally:
-            store.close()
-
-
-def csrf(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, page
-    return found.group(1)
+    with world_with(USERS) as running:
+        yield running
 
 
 def log_in(client: httpx.Client, address: str, password: str = PASSWORD) -> httpx.Response:
