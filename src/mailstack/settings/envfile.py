@@ -8,6 +8,7 @@ comments, optional quotes), read with python-dotenv: the file is meant to be edi
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def read_env_file(path: Path) -> dict[str, str]:
         stripped = line.strip()
         if stripped and not stripped.startswith("#") and "=" not in stripped:
             raise InvalidInput(f"{path}, line {number}", f"not NAME=value: {stripped[:60]!r}")
-    for name, value in dotenv_values(path, interpolate=False).items():
+    for name, value in dotenv_values(stream=io.StringIO(text), interpolate=False).items():
         if not name.replace("_", "").isalnum():
             raise InvalidInput(str(path), f"{name!r} is not a variable name")
         values[name] = value or ""
