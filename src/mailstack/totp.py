@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 
 import pyotp
-import segno
 
 STEP = 30  # seconds
 DIGITS = 6
@@ -58,4 +57,6 @@ def code_at(secret: str, now: float) -> str:
 def qr_svg(uri: str) -> str:
     """The URI as a QR code, an inline <svg> element (no image fetch, so the pages'
     Content-Security-Policy stays `default-src 'self'`)."""
+    import segno  # only the enrolment page draws QR codes: not loaded by every worker
+
     return segno.make(uri, error="m").svg_inline(scale=4, title="TOTP secret as a QR code")

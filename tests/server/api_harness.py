@@ -19,8 +19,7 @@ from starlette.routing import Mount
 from tests.helpers import free_port, wait_for
 
 from mailstack.api import MOUNT_PATH, create_api
-from mailstack.api.routes.dkim import RotationSetup
-from mailstack.dkim.requests import RotationRequests
+from mailstack.dkim.requests import RotationRequests, RotationSetup
 from mailstack.settings.values import parse_selectors
 from mailstack.sieve import check_script
 from mailstack.store.service import Checker

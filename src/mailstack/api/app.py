@@ -21,6 +21,7 @@ from mailstack.api.limits import BodyLimit
 from mailstack.api.routes import aliases, app_passwords, deliveries, domains, queue, sieve, users
 from mailstack.api.routes import dkim as dkim_routes
 from mailstack.api.schemas import CallerOut
+from mailstack.dkim.requests import RotationSetup
 from mailstack.mailqueue import DeleteRequests, MailQueue
 from mailstack.settings.values import DkimSelectors
 from mailstack.sieve.check import check_script
@@ -55,7 +56,7 @@ def create_api(
     on_domain_added: Callable[[], None] | None = None,
     queue_deletes: DeleteRequests | None = None,
     delivery_log: Path | None = None,
-    dkim_rotation: dkim_routes.RotationSetup | None = None,
+    dkim_rotation: RotationSetup | None = None,
 ) -> FastAPI:
     """The API over `engine` (already migrated: the caller opens it with `open_engine`).
 

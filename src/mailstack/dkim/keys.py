@@ -12,9 +12,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 KEY_BITS = 2048
 
 
@@ -44,6 +41,8 @@ def domains_with_keys(keys_dir: Path) -> list[str]:
 
 def public_key_b64(private_pem: bytes) -> str:
     """The `p=` value: base64 of the DER SubjectPublicKeyInfo."""
+    from cryptography.hazmat.primitives import serialization  # see generate_private_key
+
     key = serialization.load_pem_private_key(private_pem, password=None)
     der = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -72,6 +71,11 @@ def parse_txt(text: str) -> str:
 
 
 def generate_private_key() -> bytes:
+    """cryptography is loaded here, not with the module: the worker reads selectors and
+    key paths from this module and never makes a key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
     return key.private_bytes(
         serialization.Encoding.PEM,

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mailstack.dkim.selectors import STATE_FOLDER
-from mailstack.settings.values import parse_domain, parse_selector
+from mailstack.settings.values import DEFAULT_SELECTOR_FORMAT, parse_domain, parse_selector
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +231,14 @@ def record_outcomes(keys_dir: Path, domain: str, outcomes: list[Outcome]) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o755)  # whatever the umask: the worker reads it
     write_atomic(path, text, 0o644)
+
+
+@dataclass(frozen=True)
+class RotationSetup:
+    """How the API has rotation steps done: `requests` leaves them for root; new selectors
+    follow `selector_format` (MAILSTACK_DKIM_ROTATE_SELECTOR); activations are checked with
+    `nameserver` (None: the system's resolver)."""
+
+    requests: RotationRequests
+    selector_format: str = DEFAULT_SELECTOR_FORMAT
+    nameserver: tuple[str, int] | None = None

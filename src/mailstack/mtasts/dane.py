@@ -25,8 +25,8 @@ import dns.nameserver
 import dns.resolver
 import dns.rrset
 
-from mailstack.mtasts.fetch import DNS_TIMEOUT
 from mailstack.mtasts.lookup import CHECK_INTERVAL
+from mailstack.mtasts.source import DNS_TIMEOUT
 
 log = logging.getLogger(__name__)
 

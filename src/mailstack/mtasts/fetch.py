@@ -30,13 +30,7 @@ from mailstack.mtasts.policy import (
     parse_policy,
     parse_record,
 )
-
-DNS_TIMEOUT = 5.0
-FETCH_TIMEOUT = 10.0  # the whole fetch; Postfix's smtp waits for the answer meanwhile
-
-
-class FetchError(Exception):
-    """The record or the policy could not be had (network, TLS, HTTP, or invalid text)."""
+from mailstack.mtasts.source import DNS_TIMEOUT, FETCH_TIMEOUT, FetchError
 
 
 @dataclass(frozen=True)

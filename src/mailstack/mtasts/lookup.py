@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from mailstack.mtasts.cache import CachedPolicy, PolicyCache
-from mailstack.mtasts.fetch import FetchError, PolicySource
 from mailstack.mtasts.policy import Policy
+from mailstack.mtasts.source import FetchError, Source
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ RETRY_AFTER = 120.0
 class PolicyLookup:
     def __init__(
         self,
-        source: PolicySource,
+        source: Source,
         cache: PolicyCache,
         *,
         clock: Callable[[], float] = time.time,

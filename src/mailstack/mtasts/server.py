@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from mailstack.lookup import netstring
 from mailstack.lookup.socketmap import IDLE_TIMEOUT, split_request
-from mailstack.mtasts.dane import DaneCheck
 from mailstack.mtasts.lookup import PolicyLookup
 from mailstack.mtasts.policy import postfix_policy
 from mailstack.names import try_domain
 from mailstack.netserver import Exchange, ProtocolListener, RequestConnection
+
+if TYPE_CHECKING:
+    from mailstack.mtasts.dane import DaneCheck
 
 log = logging.getLogger(__name__)
 

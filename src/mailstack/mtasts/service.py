@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mailstack.mtasts.cache import PolicyCache
-from mailstack.mtasts.dane import DaneCheck
-from mailstack.mtasts.fetch import PolicySource
 from mailstack.mtasts.lookup import PolicyLookup
 from mailstack.mtasts.server import MtaStsMap
+from mailstack.mtasts.source import LazySource
 
 
 @dataclass
@@ -31,10 +30,14 @@ class MtaStsService:
     name: str = field(default="mta-sts", init=False)
 
     def __post_init__(self) -> None:
-        self.source = PolicySource(self.options.nameservers, self.options.ca_file)
+        self.source = LazySource(self.options.nameservers, self.options.ca_file)
         self.cache = PolicyCache(self.options.cache_file)
         resolver = self.options.dane_resolver
-        dane = DaneCheck(resolver) if resolver is not None else None
+        dane = None
+        if resolver is not None:  # dnspython comes with it: only where DANE is asked for
+            from mailstack.mtasts.dane import DaneCheck
+
+            dane = DaneCheck(resolver)
         self.map = MtaStsMap(PolicyLookup(self.source, self.cache), dane=dane)
 
     async def start(self) -> None:

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-    from mailstack.api.routes.dkim import RotationSetup
+    from mailstack.dkim.requests import RotationSetup
     from mailstack.lookup.gateway import StoreGateway
     from mailstack.mailqueue import DeleteRequests
     from mailstack.web.site import Site
@@ -146,8 +146,7 @@ def dkim_rotation(args: argparse.Namespace) -> RotationSetup | None:
     """How the API has root carry out DKIM rotation steps, when the supervisor listens."""
     if args.dkim_rotation_request is None:
         return None
-    from mailstack.api.routes.dkim import RotationSetup
-    from mailstack.dkim.requests import RotationRequests
+    from mailstack.dkim.requests import RotationRequests, RotationSetup
     from mailstack.settings.values import (
         DEFAULT_SELECTOR_FORMAT,
         parse_nameserver,

@@ -27,7 +27,7 @@ from mailstack.dkim.keys import KeyUnreadable, published_value
 from mailstack.dkim.requests import (
     Action,
     RotationRequest,
-    RotationRequests,
+    RotationSetup,
     read_outcomes,
 )
 from mailstack.dkim.selectors import (
@@ -41,7 +41,7 @@ from mailstack.dkim.selectors import (
     signing_key,
 )
 from mailstack.errors import InvalidInput
-from mailstack.settings.values import DEFAULT_SELECTOR_FORMAT, DkimSelectors, parse_selector
+from mailstack.settings.values import DkimSelectors, parse_selector
 from mailstack.store import Conflict, MailStore, NotFound, StoreUnavailable
 
 router = APIRouter(prefix="/domains/{domain}/dkim", tags=["dkim"])
@@ -50,17 +50,6 @@ FORCE_HINT = '"force": true'
 ACCEPTED: dict[int | str, dict[str, Any]] = {
     202: {"description": "Accepted: root carries it out within seconds"}
 }
-
-
-@dataclass(frozen=True)
-class RotationSetup:
-    """How the API has rotation steps done: `requests` leaves them for root; new selectors
-    follow `selector_format` (MAILSTACK_DKIM_ROTATE_SELECTOR); activations are checked with
-    `nameserver` (None: the system's resolver)."""
-
-    requests: RotationRequests
-    selector_format: str = DEFAULT_SELECTOR_FORMAT
-    nameserver: tuple[str, int] | None = None
 
 
 class DkimSelectorOut(BaseModel):
