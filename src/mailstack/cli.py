@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -190,6 +189,8 @@ def _run_server() -> None:
 def health(profile: Profile = "relay") -> None:
     """Exit 0 when Postfix answers EHLO on the submission listener and, with DKIM on, the
     OpenDKIM milter accepts a connection (server: also the lookup service and Dovecot)."""
+    import asyncio  # here: `mailstack run` need not load it before it execs the supervisor
+
     from mailstack.runtime.prepare import signing_keys
     from mailstack.runtime.probes import smtp_ready, unix_socket_accepts
 
@@ -212,6 +213,8 @@ def health(profile: Profile = "relay") -> None:
 
 
 def _server_health() -> None:
+    import asyncio
+
     from mailstack.runtime.server import server_problems
     from mailstack.settings.server import load_server_settings
 

@@ -6,7 +6,6 @@ talk to rspamd's controller and Redis over their Unix sockets under MAILSTACK_RO
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
@@ -55,6 +54,8 @@ def train(
 
     Each message is learned once (rspamd remembers it): a second run learns nothing new.
     The server runs this every night (MAILSTACK_SPAM_TRAIN_AT)."""
+    import asyncio  # here, as the modules below: `mailstack run` registers this command
+
     from mailstack.spam.controller import ControllerUnavailable
     from mailstack.spam.training import train_user
 

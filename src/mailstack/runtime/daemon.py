@@ -26,6 +26,10 @@ COALESCE_SECONDS = 0.02
 READ_SIZE = 1 << 16
 #: Seconds between checks whether a child has exited (see Daemon.wait_exit).
 EXIT_POLL = 0.1
+#: Readiness is asked every PROBE_FIRST seconds during a daemon's first PROBE_FAST seconds
+#: (most are up within them: each step of the start is that much sooner), then every
+#: PROBE_THEN.
+PROBE_FIRST, PROBE_FAST, PROBE_THEN = 0.01, 0.5, 0.05
 Probe = Callable[[], Awaitable[bool]]
 
 
@@ -175,14 +179,15 @@ class Daemon:
 
     async def wait_ready(self) -> None:
         """Poll the probe until it succeeds; fail early if the process exits."""
-        deadline = time.monotonic() + self.ready_timeout
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        deadline = started + self.ready_timeout
+        while (now := time.monotonic()) < deadline:
             if self.process is None or self.process.returncode is not None:
                 await self.drain_output()
                 raise DaemonError(self.name, "exited during start-up", list(self.tail))
             if await self.probe():
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(PROBE_FIRST if now - started < PROBE_FAST else PROBE_THEN)
         raise DaemonError(self.name, f"not ready after {self.ready_timeout:.0f} s", list(self.tail))
 
     async def wait_exit(self) -> int:

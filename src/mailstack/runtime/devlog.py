@@ -1,5 +1,5 @@
-"""Run a command whose syslog(3) lines must reach mailstack: `python -m mailstack.runtime.devlog
-DEVDIR -- COMMAND...`.
+"""Run a command whose syslog(3) lines must reach mailstack: `python -I -S devlog.py DEVDIR --
+COMMAND...` (the standard library only: the supervisor runs this file without site-packages).
 
 OpenDKIM can only log through syslog(3), which always writes to `/dev/log`. When mailstack
 cannot own the real `/dev/log` (a relocated MAILSTACK_ROOT, or a host whose syslog already
@@ -49,7 +49,7 @@ def isolate_dev(devdir: str) -> None:
 
 def main(argv: list[str]) -> None:
     if len(argv) < 3 or argv[1] != "--":
-        sys.exit("usage: python -m mailstack.runtime.devlog DEVDIR -- COMMAND [ARGS...]")
+        sys.exit("usage: python -I -S devlog.py DEVDIR -- COMMAND [ARGS...]")
     devdir, command = argv[0], argv[2:]
     try:
         isolate_dev(devdir)

@@ -13,13 +13,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-ProbeKind = Literal["unix", "tcp", "smtp"]
+ProbeKind = Literal["unix", "socket-file", "tcp", "smtp"]
 LogParser = Literal["plain", "postfix", "dovecot", "worker"]
 
 
 @dataclass(frozen=True)
 class Probe:
-    """One readiness check: a Unix socket accepts, a TCP port accepts, or SMTP says 220."""
+    """One readiness check: a Unix socket accepts, a TCP port accepts, or SMTP says 220.
+
+    `socket-file`: the Unix socket exists, without connecting; for a socket its daemon makes
+    in the same step as one that another probe connects to (a connection would start a
+    process that then idles for a minute: Dovecot's LMTP)."""
 
     kind: ProbeKind
     target: str  # a socket path, or host:port
@@ -27,7 +31,8 @@ class Probe:
 
 @dataclass(frozen=True)
 class Process:
-    """A supervised child: started in order, ready when every probe passes."""
+    """A supervised child, ready when every probe passes. The plan's processes start
+    together, each once those named in `after` are ready; Postfix starts when all are."""
 
     name: str
     argv: list[str]
@@ -42,6 +47,7 @@ class Process:
     #: Started in a process group of its own, which is killed once it exited: for a daemon
     #: whose forked workers outlive a crashed main process (rspamd) and would keep serving.
     own_group: bool = False
+    after: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ class Job:
 @dataclass(frozen=True)
 class Plan:
     profile: str
-    processes: list[Process]  # in start order, all before Postfix
+    processes: list[Process]  # all ready before Postfix starts; stopped after it, together
     postfix: PostfixPlan
     ready_message: str
     stop_timeout: float
@@ -103,6 +109,7 @@ def _process(data: dict[str, Any]) -> Process:
         log_parser=data["log_parser"],
         critical=bool(data["critical"]),
         own_group=bool(data["own_group"]),
+        after=list(data.get("after", [])),
     )
 
 

@@ -53,6 +53,11 @@ def unix_socket_accepts(path: Path) -> bool:
         return True
 
 
+def is_socket(path: Path) -> bool:
+    """A stat, no connection (fast: no thread hop)."""
+    return path.is_socket()
+
+
 async def unix_ready(path: Path) -> bool:
     return await asyncio.to_thread(unix_socket_accepts, path)
 
@@ -71,9 +76,11 @@ async def tcp_ready(address: HostPort, timeout: float = 2.0) -> bool:
 
 
 async def probe_passes(kind: str, target: str) -> bool:
-    """One probe of a plan (`runtime.plan.Probe`): kind unix, tcp or smtp."""
+    """One probe of a plan (`runtime.plan.Probe`): kind unix, socket-file, tcp or smtp."""
     if kind == "unix":
         return await unix_ready(Path(target))
+    if kind == "socket-file":
+        return is_socket(Path(target))
     address = parse_listen(target)
     if kind == "tcp":
         return await tcp_ready(address)

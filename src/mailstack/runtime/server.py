@@ -1,12 +1,13 @@
 """`mailstack run --profile server`: prepare the tree, then supervise the server's processes.
 
-Start order, each one ready before the next starts:
+Started together, each ready before Postfix starts (rspamd after Redis):
 1. the worker (`mailstack.worker`): one unprivileged Python process with the lookup service
    (socketmap for Postfix, dict for Dovecot) and ManageSieve, on one datastore engine;
 2. Redis and rspamd (MAILSTACK_SPAM), the milter of port 25 (see runtime/spam.py);
 3. OpenDKIM, when a hosted domain has a key (it signs what users submit);
 4. Dovecot (IMAP, LMTP, SASL for Postfix, Sieve), which asks the lookup service;
-5. Postfix, last, so that no mail is accepted before it can be delivered.
+5. Postfix, last, so that no mail is accepted before it can be delivered; at a stop it
+   goes first, gracefully, and the others after it, together.
 Restart budget, back-off and the graceful stop are the relay's (see supervisor.py).
 """
 
@@ -404,9 +405,11 @@ def tls_reload(settings: ServerSettings, paths: Paths) -> tuple[list[str], list[
 
 def dovecot_process(settings: ServerSettings, paths: Paths) -> Process:
     config = paths.server_config / "dovecot.conf"
+    # Dovecot's master makes every listener before it accepts on any: once auth answers,
+    # LMTP's socket is the new one (connecting to it would start an LMTP process for nothing)
     probes = [
         Probe("unix", str(paths.dovecot_run / "auth-postfix")),
-        Probe("unix", str(paths.dovecot_run / "lmtp-postfix")),
+        Probe("socket-file", str(paths.dovecot_run / "lmtp-postfix")),
     ]
     argv = ["dovecot", "-F", "-c", str(config)]
     env = base_environment(settings, paths)

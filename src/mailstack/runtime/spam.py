@@ -111,6 +111,7 @@ def rspamd_process(spam: SpamPaths, env: dict[str, str]) -> Process:
         ready_timeout=RSPAMD_READY_TIMEOUT,
         critical=False,
         own_group=True,  # its workers outlive a killed main process
+        after=["redis"],  # its statistics and caches are there from the start
     )
 
 

@@ -61,7 +61,10 @@ def opendkim_process(
 
     argv = ["opendkim", "-f", "-x", str(config)]
     if private_dev is not None:
-        argv = [sys.executable, "-m", "mailstack.runtime.devlog", str(private_dev), "--", *argv]
+        # the launcher needs only the standard library: run as a file, without site-packages
+        # (-I -S), the interpreter is up in a fifth of the time and OpenDKIM starts sooner
+        launcher = str(Path(__file__).with_name("devlog.py"))
+        argv = [sys.executable, "-I", "-S", launcher, str(private_dev), "--", *argv]
     return Process("opendkim", argv, env, [Probe("unix", str(socket))], ready_timeout=15.0)
 
 
@@ -185,11 +188,35 @@ class Supervisor:
         if self.plan.syslog_path is not None:
             self.syslog = SyslogReceiver(Path(self.plan.syslog_path), observe=self._observe)
             await self.syslog.start()
-        for process in self.plan.processes:
-            await self._add(daemon_for(process))
+        await self._start_together(self.plan.processes)
         postfix = Postfix(self.plan.postfix)
         await self._add(postfix)
         await postfix.flush_deferred()
+
+    async def _start_together(self, processes: list[Process]) -> None:
+        """Start every process at once, each after those named in its `after` are ready:
+        the worker, OpenDKIM and Dovecot need nothing from each other to start (Dovecot and
+        Postfix reach the worker at their first lookup). One failing to start cancels the
+        others' starts; every one already started is stopped by `_stop_all`."""
+        daemons = [daemon_for(process) for process in processes]
+        for daemon in daemons:  # in plan order, whichever is ready first
+            daemon.observe = self._observe
+            self.daemons.append(daemon)
+        ready = {daemon.name: asyncio.Event() for daemon in daemons}
+
+        async def start(process: Process, daemon: Daemon) -> None:
+            for name in process.after:
+                await ready[name].wait()
+            await self._start(daemon)
+            ready[daemon.name].set()
+
+        tasks = [asyncio.create_task(start(p, d)) for p, d in zip(processes, daemons, strict=True)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _add(self, daemon: Daemon) -> None:
         """Start `daemon` (counted in the metrics when they are on) and wait until it is ready."""
@@ -328,11 +355,17 @@ class Supervisor:
             )
 
     async def _stop_all(self) -> None:
-        for daemon in reversed(self.daemons):
+        """Postfix first, gracefully (no mail is taken in that its helpers cannot finish),
+        then every other process at once: none needs another to stop, and OpenDKIM alone
+        takes up to 5 s (its milter library looks for a stop request that often)."""
+        for daemon in self.daemons:
             if isinstance(daemon, Postfix):
                 await daemon.graceful_stop(self.plan.stop_timeout)
-            else:
-                await daemon.stop()
+        others = [daemon for daemon in self.daemons if not isinstance(daemon, Postfix)]
+        outcomes = await asyncio.gather(*(d.stop() for d in others), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         if self.syslog is not None:
             await self.syslog.stop()
         if self.metrics is not None:
