@@ -13,6 +13,7 @@ Restart budget, back-off and the graceful stop are the relay's (see supervisor.p
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
@@ -109,29 +110,41 @@ def _mail_gid(settings: ServerSettings) -> int:
     return pwd.getpwnam(settings.mail_user).pw_gid
 
 
-def _hosted_domains(settings: ServerSettings, paths: Paths, database: str) -> list[str] | None:
+def start_store_check(
+    settings: ServerSettings, paths: Paths, database: str
+) -> subprocess.Popen[str]:
     """Migrate the datastore to the current schema and list its domains, in a child process
-    (SQLAlchemy and Alembic stay out of the long-running supervisor); None when it cannot
-    be reached now."""
+    (SQLAlchemy and Alembic stay out of the long-running supervisor) that runs while the
+    rest is prepared; `hosted_domains` collects its answer."""
     env = base_environment(settings, paths)
     env[DATABASE_ENV] = database
-    result = subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-m", "mailstack.store", "domains"],
         env=env,
-        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
-        check=False,
     )
-    reason = result.stderr.strip() or f"exit code {result.returncode}"
-    if result.returncode == ExitCode.TEMPFAIL:
+
+
+def hosted_domains(check: subprocess.Popen[str]) -> list[str] | None:
+    """The domains `start_store_check` found; None when the datastore cannot be reached now."""
+    try:
+        stdout, stderr = check.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        check.kill()
+        check.communicate()
+        stdout, stderr = "", "no answer from the datastore within 120 s"
+    reason = stderr.strip() or f"exit code {check.returncode}"
+    if check.returncode == ExitCode.TEMPFAIL:
         # Not a crash loop: the MX answers 4xx (nothing bounces) and the worker keeps
         # trying to reach and migrate the datastore.
         log.error("%s; starting anyway: mail is deferred with 4xx until it is back", reason)
         return None
-    if result.returncode != 0:
+    if check.returncode != 0:
         raise ConfigError([Problem(DATABASE_ENV, f"cannot open the datastore: {reason}")])
-    return result.stdout.split()
+    return stdout.split()
 
 
 def _worker_account() -> pwd.struct_passwd:
@@ -232,25 +245,31 @@ def prepare_server(settings: ServerSettings, paths: Paths) -> PreparedServer:
     _setup_server_dirs(settings, paths)
     database = database_location(settings.root, settings.database_url)
     _worker_account()
-    found = _hosted_domains(settings, paths, database)
+    store_check = start_store_check(settings, paths, database)
+    try:  # what needs no domain list is done while the child opens the datastore
+        if settings.tls_cert_file is None:
+            self_signed = ensure_certificate(paths.tls, settings.myhostname)
+            if settings.acme_email:
+                from mailstack.acme.files import AcmeFiles
+                from mailstack.acme.setup import prepare_acme_folder
+
+                prepare_acme_folder(AcmeFiles(paths.acme), self_signed, WORKER_USER)
+        materialise(render_server_postfix(settings, paths, dkim_enabled=True))
+        materialise(render_dovecot(settings, paths))
+        spam = _prepare_spam(settings, paths) if settings.spam else None
+        postfix_permissions(paths, base_environment(settings, paths))
+    except BaseException:
+        with contextlib.suppress(subprocess.TimeoutExpired):  # a migration is left to finish
+            store_check.communicate(timeout=120)
+        raise
+    found = hosted_domains(store_check)
     domains = found or []
     hand_datastore_to_worker(database, paths)
     if found == []:
         log.warning("no domains in the datastore yet: add one with `mailstack domain add`")
-    if settings.tls_cert_file is None:
-        self_signed = ensure_certificate(paths.tls, settings.myhostname)
-        if settings.acme_email:
-            from mailstack.acme.files import AcmeFiles
-            from mailstack.acme.setup import prepare_acme_folder
-
-            prepare_acme_folder(AcmeFiles(paths.acme), self_signed, WORKER_USER)
     keys = refresh_dkim(settings, paths, domains)
-    materialise(render_server_postfix(settings, paths, dkim_enabled=True))
-    materialise(render_dovecot(settings, paths))
-    spam = _prepare_spam(settings, paths) if settings.spam else None
     if keys:
         log.info("DKIM signing for %s", ", ".join(f"{k.domain} (s={k.selector})" for k in keys))
-    postfix_permissions(paths, base_environment(settings, paths))
     run_init_scripts(paths)
     return PreparedServer(
         tuple(keys), database, tuple(domains), store_ready=found is not None, spam=spam
