@@ -633,6 +633,7 @@ def test_health_reports_healthy_while_running_and_names_what_is_down(world: Worl
     assert down.returncode == 1
     assert "no SMTP service" in down.stderr
     assert "lookup service not answering" in down.stderr
+    assert "Dovecot LMTP has no socket" in down.stderr
 
 
 def scrape(world: World) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -52,7 +52,7 @@ from mailstack.runtime.prepare import (
     run_init_scripts,
     setup_dirs,
 )
-from mailstack.runtime.probes import unix_ready
+from mailstack.runtime.probes import is_socket, unix_ready
 from mailstack.runtime.profile import (
     WORKER_USER,
     assemble_plan,
@@ -523,11 +523,15 @@ async def server_problems(settings: ServerSettings, paths: Paths) -> list[str]:
     sockets = {
         "lookup service": paths.lookup_socket,
         "Dovecot auth": paths.dovecot_run / "auth-postfix",
-        "Dovecot LMTP": paths.dovecot_run / "lmtp-postfix",
     }
     for what, path in sockets.items():
         if not await unix_ready(path):
             problems.append(f"{what} not answering on {path}")
+    # its socket only, as at start (dovecot_process): a connection would start an LMTP
+    # process that a probe every few seconds would keep alive for good
+    lmtp = paths.dovecot_run / "lmtp-postfix"
+    if not is_socket(lmtp):
+        problems.append(f"Dovecot LMTP has no socket at {lmtp}")
     imap = settings.listen_imap or settings.listen_imaps
     if imap is not None and not await tcp_ready(imap):
         problems.append(f"no IMAP service on {imap}")
