@@ -48,6 +48,9 @@ class Process:
     #: whose forked workers outlive a crashed main process (rspamd) and would keep serving.
     own_group: bool = False
     after: list[str] = field(default_factory=list)
+    #: A Unix socket connected to once after SIGTERM, for a daemon that notices a stop only
+    #: when its listener wakes (OpenDKIM: else up to 5 s later).
+    wake_on_stop: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ def _process(data: dict[str, Any]) -> Process:
         critical=bool(data["critical"]),
         own_group=bool(data["own_group"]),
         after=list(data.get("after", [])),
+        wake_on_stop=data.get("wake_on_stop"),
     )
 
 

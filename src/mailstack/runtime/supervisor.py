@@ -65,7 +65,8 @@ def opendkim_process(
         # (-I -S), the interpreter is up in a fifth of the time and OpenDKIM starts sooner
         launcher = str(Path(__file__).with_name("devlog.py"))
         argv = [sys.executable, "-I", "-S", launcher, str(private_dev), "--", *argv]
-    return Process("opendkim", argv, env, [Probe("unix", str(socket))], ready_timeout=15.0)
+    probes = [Probe("unix", str(socket))]
+    return Process("opendkim", argv, env, probes, ready_timeout=15.0, wake_on_stop=str(socket))
 
 
 def daemon_for(process: Process) -> Daemon:
@@ -87,6 +88,7 @@ def daemon_for(process: Process) -> Daemon:
         probe=probe,
         ready_timeout=process.ready_timeout,
         own_group=process.own_group,
+        wake_on_stop=process.wake_on_stop,
     )
 
 
