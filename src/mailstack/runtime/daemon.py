@@ -31,6 +31,7 @@ EXIT_POLL = 0.1
 #: (most are up within them: each step of the start is that much sooner), then every
 #: PROBE_THEN.
 PROBE_FIRST, PROBE_FAST, PROBE_THEN = 0.01, 0.5, 0.05
+KNOCK_EVERY = 0.1
 Probe = Callable[[], Awaitable[bool]]
 
 
@@ -239,6 +240,15 @@ class Daemon:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signum)
 
+    async def knock_until_exit(self, path: str, timeout: float) -> None:
+        """Knock every KNOCK_EVERY seconds until the process exits: a knock that comes
+        before the daemon took in the SIGTERM wakes it for nothing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            await asyncio.to_thread(knock, path)
+            if await self.exited(KNOCK_EVERY):
+                return
+
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, wait, then SIGKILL."""
         if self.process is None:
@@ -246,7 +256,7 @@ class Daemon:
         if self.process.returncode is None:
             self.signal(signal.SIGTERM)
             if self.wake_on_stop is not None:
-                await asyncio.to_thread(knock, self.wake_on_stop)
+                await self.knock_until_exit(self.wake_on_stop, timeout)
             if not await self.exited(timeout):
                 log.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
                 self.signal(signal.SIGKILL)
