@@ -15,6 +15,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from mailstack.errors import DaemonError
@@ -50,9 +52,17 @@ def daemon_directory(config_dir: Path, env: dict[str, str]) -> str:
     return result.stdout.strip()
 
 
-def children_named(parent: int, name: str) -> set[int]:
-    """PIDs of `parent`'s children whose command is `name` (read from /proc)."""
-    found = set()
+@dataclass(frozen=True)
+class ProcStat:
+    pid: int
+    comm: str
+    state: str  # R, S, Z...
+    ppid: int
+    pgrp: int
+
+
+def processes() -> Iterator[ProcStat]:
+    """Every process of /proc/*/stat that can be read now."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -60,11 +70,14 @@ def children_named(parent: int, name: str) -> set[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
+        state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == parent and comm == name:
-            found.add(int(entry.name))
-    return found
+        yield ProcStat(int(entry.name), comm, state, int(ppid), int(pgrp))
+
+
+def children_named(parent: int, name: str) -> set[int]:
+    """PIDs of `parent`'s children whose command is `name` (read from /proc)."""
+    return {p.pid for p in processes() if p.ppid == parent and p.comm == name}
 
 
 def _alive(pid: int) -> bool:
@@ -86,17 +99,7 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        state, _, group = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(group) == pgid and state != "Z":
-            return True
-    return False
+    return any(p.pgrp == pgid and p.state != "Z" for p in processes())
 
 
 class Postfix(Daemon):
