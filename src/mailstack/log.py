@@ -38,7 +38,12 @@ _COLOURS = {
     "critical": "\x1b[1;31m",
 }
 _RESET = "\x1b[0m"
-_AUTH_LINE = re.compile(r"(?i)(\bAUTH\s+\S+\s+)\S+")
+#: An SMTP/IMAP `AUTH <mechanism> <initial response>` echoed in a line: the response goes.
+#: Only after a SASL mechanism's name: "auth failed, 1 attempts" (Dovecot) is no secret.
+_AUTH_LINE = re.compile(
+    r"(?i)(\bAUTH(?:ENTICATE)?\s+(?:PLAIN|LOGIN|XOAUTH2?|OAUTHBEARER|CRAM-MD5|DIGEST-MD5|"
+    r"SCRAM-SHA-\d+(?:-PLUS)?|NTLM|GSSAPI|EXTERNAL|ANONYMOUS)\s+)\S+"
+)
 
 _secrets: list[str] = []
 
