@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 from tests.helpers import free_port, wait_for
 
-from mailstack.lookup import Endpoint, LookupService
+from mailstack.lookup.service import Endpoint, LookupService
 from mailstack.store import create_engine_for
 
 __all__ = ["free_port", "wait_for"]  # shared with tests/helpers.py, re-exported for conftest

@@ -66,3 +66,13 @@ def test_the_store_package_loads_sqlalchemy_only_when_its_names_are_used() -> No
     assert loaded_after("mailstack.store; mailstack.store.MailStore", ("sqlalchemy",)) == [
         "sqlalchemy"
     ]
+
+
+def test_the_relays_worker_loads_no_datastore_code() -> None:
+    """The relay has no datastore: its worker (the MTA-STS map, the XOAUTH2 hop) shares the
+    socketmap framing with the server's lookup service, not its store."""
+    imports = (
+        "mailstack.worker.__main__, mailstack.worker.services, mailstack.mtasts.service, "
+        "mailstack.xoauth2, mailstack.xoauth2.config"
+    )
+    assert loaded_after(imports, ("sqlalchemy", "alembic")) == []

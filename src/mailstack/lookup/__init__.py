@@ -1,5 +1,6 @@
-"""The lookup service: Postfix socketmap and Dovecot dict answers from the store."""
+"""The lookup service: Postfix socketmap and Dovecot dict answers from the store.
 
-from mailstack.lookup.service import Endpoint, LookupService
-
-__all__ = ["Endpoint", "LookupService"]
+`mailstack.lookup.service` has the service; its wire formats (`netstring`, `socketmap`,
+`dictproto`) import no datastore code, so the relay's MTA-STS map can share them without
+loading SQLAlchemy.
+"""

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from mailstack.lookup.resolver import Resolver
 from mailstack.names import try_address, try_domain
+
+if TYPE_CHECKING:
+    from mailstack.lookup.resolver import Resolver
 
 OK = "OK"
 NOTFOUND = "NOTFOUND"

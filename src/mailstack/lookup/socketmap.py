@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from mailstack.lookup import maps, netstring
-from mailstack.lookup.gateway import StoreGateway
 from mailstack.netserver import Exchange, FramingError, ProtocolListener, RequestConnection
 from mailstack.store.errors import StoreUnavailable
+
+if TYPE_CHECKING:  # not at run time: the relay's MTA-STS map shares this module's framing
+    from mailstack.lookup.gateway import StoreGateway
 
 log = logging.getLogger(__name__)
 

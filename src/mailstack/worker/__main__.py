@@ -126,7 +126,7 @@ async def serve(args: argparse.Namespace) -> None:
 
         engine = create_engine_for(args.database)
     if engine is not None and (args.socketmap or args.dict):
-        from mailstack.lookup import Endpoint
+        from mailstack.lookup.service import Endpoint
 
         endpoints = LookupEndpoints(
             socketmap=Endpoint.parse(args.socketmap, mode) if args.socketmap else None,

@@ -21,7 +21,7 @@ log = logging.getLogger("mailstack.worker")
 if TYPE_CHECKING:  # each service imports what it needs when it is made
     from sqlalchemy import Engine
 
-    from mailstack.lookup import Endpoint
+    from mailstack.lookup.service import Endpoint
 
 
 class Service(Protocol):
@@ -46,7 +46,7 @@ class Lookup:
     name = "lookup"
 
     def __init__(self, engine: Engine, endpoints: LookupEndpoints) -> None:
-        from mailstack.lookup import LookupService
+        from mailstack.lookup.service import LookupService
 
         self.service = LookupService(
             engine,
