@@ -154,7 +154,7 @@ class Supervisor:
             for task in jobs:
                 task.cancel()
             await asyncio.gather(*jobs, return_exceptions=True)
-            await self._stop_all()
+            await self.stop_all()
 
     def _request_stop(self, signum: int) -> None:
         if not self.stopping.is_set():
@@ -190,35 +190,43 @@ class Supervisor:
         if self.plan.syslog_path is not None:
             self.syslog = SyslogReceiver(Path(self.plan.syslog_path), observe=self._observe)
             await self.syslog.start()
-        await self._start_together(self.plan.processes)
+        await self.start_together(self.plan.processes)
         postfix = Postfix(self.plan.postfix)
         await self._add(postfix)
         await postfix.flush_deferred()
 
-    async def _start_together(self, processes: list[Process]) -> None:
+    async def start_together(self, processes: list[Process]) -> None:
         """Start every process at once, each after those named in its `after` are ready:
         the worker, OpenDKIM and Dovecot need nothing from each other to start (Dovecot and
-        Postfix reach the worker at their first lookup). One failing to start cancels the
-        others' starts; every one already started is stopped by `_stop_all`."""
+        Postfix reach the worker at their first lookup). When one fails, the others' starts
+        are let finish (a start cut short could leave a child nobody stops), what waits for
+        the failed one is not started, and the first failure is raised; `stop_all` stops
+        every process that runs."""
         daemons = [daemon_for(process) for process in processes]
         for daemon in daemons:  # in plan order, whichever is ready first
             daemon.observe = self._observe
             self.daemons.append(daemon)
-        ready = {daemon.name: asyncio.Event() for daemon in daemons}
+        settled = {daemon.name: asyncio.Event() for daemon in daemons}
+        failed: set[str] = set()
 
         async def start(process: Process, daemon: Daemon) -> None:
-            for name in process.after:
-                await ready[name].wait()
-            await self._start(daemon)
-            ready[daemon.name].set()
+            try:
+                for name in process.after:
+                    await settled[name].wait()
+                    if name in failed:
+                        raise DaemonError(daemon.name, f"not started: {name} did not start", [])
+                await self._start(daemon)
+            except BaseException:
+                failed.add(daemon.name)
+                raise
+            finally:
+                settled[daemon.name].set()
 
-        tasks = [asyncio.create_task(start(p, d)) for p, d in zip(processes, daemons, strict=True)]
-        try:
-            await asyncio.gather(*tasks)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        pairs = zip(processes, daemons, strict=True)
+        outcomes = await asyncio.gather(*(start(p, d) for p, d in pairs), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _add(self, daemon: Daemon) -> None:
         """Start `daemon` (counted in the metrics when they are on) and wait until it is ready."""
@@ -356,7 +364,7 @@ class Supervisor:
                 "%s exited %s: %s", " ".join(command[:1] + command[-1:]), proc.returncode, text
             )
 
-    async def _stop_all(self) -> None:
+    async def stop_all(self) -> None:
         """Postfix first, gracefully (no mail is taken in that its helpers cannot finish),
         then every other process at once: none needs another to stop, and OpenDKIM alone
         takes up to 5 s (its milter library looks for a stop request that often)."""
