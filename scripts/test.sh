@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install what is missing, lint, then run the whole test suite. Extra arguments go to pytest.
+# The tests mostly wait on daemons, so they run in 4 pytest-xdist workers, each test file whole
+# on one worker (its module fixtures start once); `scripts/test.sh -n 0` runs them serially.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --test
@@ -7,7 +9,7 @@ scripts/install.sh --test
 .venv/bin/ruff format --check src tests bench
 .venv/bin/mypy
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n 4 --dist loadfile "$@"
 code=$?
 set -e
 if [[ $code -eq 5 ]]; then

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import smtplib
@@ -25,10 +27,52 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword
 MAILSTACK = [sys.executable, "-m", "mailstack"]
 
 
+#: Ports handed out by `free_port`: below Linux's ephemeral range (32768-60999), where the
+#: kernel picks ports for `bind(port 0)` and for outgoing connections, in one block per
+#: pytest-xdist worker (gw0, gw1, ...; a serial run is gw0) so that two workers never hand
+#: out the same port, even for a daemon that a test stops and starts again on its port.
+FIRST_TEST_PORT = 20000
+PORTS_PER_WORKER = 500
+WORKER_BLOCKS = (32768 - FIRST_TEST_PORT) // PORTS_PER_WORKER
+_port_lock = threading.Lock()
+_port_cycle: Iterator[int] | None = None
+
+
+def worker_ports() -> range:
+    """This test process's own block of ports (PYTEST_XDIST_WORKER names the worker)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    # a worker that replaces a crashed one gets the next number: wrap around (the ports are
+    # still checked before they are handed out)
+    index = int(worker.removeprefix("gw")) % WORKER_BLOCKS
+    start = FIRST_TEST_PORT + index * PORTS_PER_WORKER
+    return range(start, start + PORTS_PER_WORKER)
+
+
+def _is_free(host: str, port: int) -> bool:
+    """Nothing listens on, or lingers at, `port` over TCP or UDP (name servers take both)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port of this worker's block that is free now; the next call hands out the next one,
+    so a port just released (and maybe still in TIME_WAIT) is not handed out again soon."""
+    global _port_cycle
+    with _port_lock:
+        if _port_cycle is None:
+            block = worker_ports()
+            start = random.randrange(len(block))  # a child process starts elsewhere
+            _port_cycle = itertools.cycle([*block[start:], *block[:start]])
+        for _ in range(PORTS_PER_WORKER):
+            port = next(_port_cycle)
+            if _is_free(host, port):
+                return port
+    raise AssertionError(f"no free port left in {worker_ports()}")
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

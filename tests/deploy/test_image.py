@@ -26,6 +26,7 @@ import helm_python as helm
 import pytest
 import yaml
 from aiosmtpd.controller import Controller
+from filelock import FileLock
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,9 +64,25 @@ def podman(
 
 
 @pytest.fixture(scope="session")
-def image() -> str:
-    """The image, built by the same script a developer runs (cached layers make reruns fast)."""
+def image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The image, built by the same script a developer runs (cached layers make reruns fast).
+
+    Under pytest-xdist the first worker that needs it builds it, holding a lock that the
+    run's workers share; the others wait for it and reuse what it built."""
     assert os.geteuid() == 0, "the image tests run rootful podman: run them as root"
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # a serial run
+        return build_image()
+    shared = tmp_path_factory.getbasetemp().parent  # the same folder for every worker
+    built = shared / "image-built"
+    with FileLock(shared / "image-build.lock"):
+        if not built.exists():
+            build_image()
+            built.write_text(IMAGE)
+    return IMAGE
+
+
+def build_image() -> str:
+    """scripts/build-image.sh; fails the test with the end of its output."""
     result = subprocess.run(
         ["bash", str(BUILD_SCRIPT), IMAGE],
         capture_output=True,
