@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from mailstack import __version__
-from mailstack.admin import register as register_admin
 from mailstack.errors import ConfigError, DaemonError, ExitCode, MailstackError
 from mailstack.log import configure_logging, register_secret
 from mailstack.paths import Paths
@@ -231,9 +230,6 @@ def _server_health() -> None:
     typer.echo("healthy")
 
 
-register_admin(app)
-
-
 def _read_env_file() -> None:
     """The settings `mailstack init` wrote, under whatever the environment sets itself."""
     from mailstack.settings.envfile import apply_env_file
@@ -247,6 +243,12 @@ def _read_env_file() -> None:
 
 def main() -> None:
     _read_env_file()
+    if sys.argv[1:2] != ["run"]:
+        # the admin commands' modules load only where they can be asked for: `mailstack run`
+        # would wait for them before its first banner
+        from mailstack.admin import register as register_admin
+
+        register_admin(app)
     try:
         app()
     except KeyboardInterrupt:
