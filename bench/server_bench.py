@@ -701,8 +701,9 @@ def interpret(report: dict[str, Any]) -> list[str]:
             f"{steps['started worker']} s pass before the worker is started (interpreter, "
             "settings, rendering, store check), "
             f"{steps['worker is ready'] - steps['started worker']:.2f} s until the worker is "
-            f"ready, {steps.get('ready', 0) - steps['worker is ready']:.2f} s for the daemons "
-            "(OpenDKIM, Dovecot, Postfix, one after another)."
+            f"ready (OpenDKIM and Dovecot start beside it), "
+            f"{steps.get('ready', 0) - steps['worker is ready']:.2f} s more until Postfix, "
+            "started once they all are, answers."
         )
     own = m["idle_pss_mib"]
     mine = own.get("mailstack (supervisor)", 0.0) + own.get("mailstack.worker", 0.0)
