@@ -126,7 +126,7 @@ class Daemon:
         #: started in a process group of its own, ended as a whole once it exits: for a
         #: daemon whose children may outlive it (Dovecot's sessions, kept across reloads)
         self.own_group = own_group
-        #: a Unix socket it listens on, connected to once after SIGTERM (see `stop`)
+        #: a Unix socket it listens on, connected to after SIGTERM until it exits (`stop`)
         self.wake_on_stop = wake_on_stop
         self.process: asyncio.subprocess.Process | None = None
         self.tail: deque[str] = deque(maxlen=20)
@@ -240,24 +240,28 @@ class Daemon:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signum)
 
-    async def knock_until_exit(self, path: str, timeout: float) -> None:
-        """Knock every KNOCK_EVERY seconds until the process exits: a knock that comes
-        before the daemon took in the SIGTERM wakes it for nothing."""
+    async def knocked_until_exit(self, path: str, timeout: float) -> bool:
+        """Knock every KNOCK_EVERY seconds until the process exits (True) or `timeout`
+        passes: a knock that comes before the daemon took in the SIGTERM wakes it for
+        nothing."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             await asyncio.to_thread(knock, path)
             if await self.exited(KNOCK_EVERY):
-                return
+                return True
+        return False
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, wait, then SIGKILL."""
+        """SIGTERM, wait (knocking, for a `wake_on_stop` daemon), then SIGKILL."""
         if self.process is None:
             return
         if self.process.returncode is None:
             self.signal(signal.SIGTERM)
             if self.wake_on_stop is not None:
-                await self.knock_until_exit(self.wake_on_stop, timeout)
-            if not await self.exited(timeout):
+                gone = await self.knocked_until_exit(self.wake_on_stop, timeout)
+            else:
+                gone = await self.exited(timeout)
+            if not gone:
                 log.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
                 self.signal(signal.SIGKILL)
                 await self.wait_exit()

@@ -48,8 +48,8 @@ class Process:
     #: whose forked workers outlive a crashed main process (rspamd) and would keep serving.
     own_group: bool = False
     after: list[str] = field(default_factory=list)
-    #: A Unix socket connected to once after SIGTERM, for a daemon that notices a stop only
-    #: when its listener wakes (OpenDKIM: else up to 5 s later).
+    #: A Unix socket connected to after SIGTERM (every 0.1 s until it exits), for a daemon
+    #: that notices a stop only when its listener wakes (OpenDKIM: else up to 5 s later).
     wake_on_stop: str | None = None
 
 

@@ -32,6 +32,8 @@ from mailstack.runtime.probes import probe_passes
 from mailstack.runtime.syslog import SyslogReceiver
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Iterable
+
     from mailstack.metrics import MetricsServer
 
 log = logging.getLogger("mailstack.supervisor")
@@ -67,6 +69,15 @@ def opendkim_process(
         argv = [sys.executable, "-I", "-S", launcher, str(private_dev), "--", *argv]
     probes = [Probe("unix", str(socket))]
     return Process("opendkim", argv, env, probes, ready_timeout=15.0, wake_on_stop=str(socket))
+
+
+async def all_then_first_error(steps: Iterable[Awaitable[None]]) -> None:
+    """Run `steps` together, let every one finish, then raise the first one's error, if any
+    (one failing must not cut the others short: a start or stop left half done can leave a
+    child nobody stops)."""
+    for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def daemon_for(process: Process) -> Daemon:
@@ -223,10 +234,7 @@ class Supervisor:
                 settled[daemon.name].set()
 
         pairs = zip(processes, daemons, strict=True)
-        outcomes = await asyncio.gather(*(start(p, d) for p, d in pairs), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await all_then_first_error(start(p, d) for p, d in pairs)
 
     async def _add(self, daemon: Daemon) -> None:
         """Start `daemon` (counted in the metrics when they are on) and wait until it is ready."""
@@ -366,16 +374,12 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         """Postfix first, gracefully (no mail is taken in that its helpers cannot finish),
-        then every other process at once: none needs another to stop, and OpenDKIM alone
-        takes up to 5 s (its milter library looks for a stop request that often)."""
+        then every other process at once: none needs another to stop."""
         for daemon in self.daemons:
             if isinstance(daemon, Postfix):
                 await daemon.graceful_stop(self.plan.stop_timeout)
         others = [daemon for daemon in self.daemons if not isinstance(daemon, Postfix)]
-        outcomes = await asyncio.gather(*(d.stop() for d in others), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        await all_then_first_error(daemon.stop() for daemon in others)
         if self.syslog is not None:
             await self.syslog.stop()
         if self.metrics is not None:
