@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiosmtplib
@@ -78,15 +78,38 @@ async def test_relay_dropping_the_connection_mid_transaction_defers(
     assert relay.received == []
 
 
-@pytest.fixture
-def syslog_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+SyslogRead = Callable[[], bytes | None]
+
+
+@pytest.fixture(params=[socket.SOCK_DGRAM, socket.SOCK_STREAM], ids=["datagram", "stream"])
+def syslog_socket(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, SyslogRead]]:
+    """A syslog socket of either kind (mailstack's own receiver is a stream) and a reader
+    that returns what arrived, or None."""
     path = str(tmp_path / "log")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock = socket.socket(socket.AF_UNIX, request.param)
     sock.bind(path)
     sock.setblocking(False)
+    if request.param == socket.SOCK_STREAM:
+        sock.listen(1)
+    conns: list[socket.socket] = []
+
+    def read() -> bytes | None:
+        try:
+            if request.param == socket.SOCK_DGRAM:
+                return sock.recv(4096)
+            if not conns:
+                conns.append(sock.accept()[0])
+            return conns[0].recv(4096) or None
+        except BlockingIOError:
+            return None
+
     try:
-        yield path, sock
+        yield path, read
     finally:
+        for conn in conns:
+            conn.close()
         sock.close()
 
 
@@ -94,12 +117,12 @@ async def test_syslog_on_failure_sends_the_failure_line(
     start_hop: HopFactory,
     token_server: TokenServer,
     token_file: Path,
-    syslog_socket: tuple[str, socket.socket],
+    syslog_socket: tuple[str, SyslogRead],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """XOAUTH2_SYSLOG_ON_FAILURE: the failure line also reaches syslog, still without secrets."""
     caplog.set_level(logging.WARNING)
-    path, sock = syslog_socket
+    path, read = syslog_socket
     revoked = token_server.issue()
     token_server.refresh.clear()
     write_tokens(token_file, revoked, expiry=0)
@@ -110,13 +133,12 @@ async def test_syslog_on_failure_sends_the_failure_line(
     received: list[bytes] = []
 
     def got_line() -> bool:
-        try:
-            received.append(sock.recv(4096))
-        except BlockingIOError:
-            return False
-        return True
+        data = read()
+        if data is not None:
+            received.append(data)
+        return data is not None
 
-    await eventually(got_line, what="a syslog datagram")
+    await eventually(got_line, what="a syslog message")
     line = received[0].decode()
     assert line.startswith("<20>")  # facility mail, severity warning
     assert "invalid_grant" in line

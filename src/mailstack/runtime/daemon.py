@@ -43,11 +43,15 @@ class OutputPump:
     every read (about 50 µs each, a third of the relay's log cost per message); 64 KiB
     stays on the heap. A trickle (Postfix writes line by line) is left to gather for
     COALESCE_SECONDS so that one read, one parse loop and one write take many lines.
+    `separator` ends a line (syslog(3) over a stream socket ends each message with a NUL).
     """
 
-    def __init__(self, fd: int, emit: Callable[[list[bytes]], None]) -> None:
+    def __init__(
+        self, fd: int, emit: Callable[[list[bytes]], None], separator: bytes = b"\n"
+    ) -> None:
         self.fd = fd
         self.emit = emit
+        self.separator = separator
         self.pending = b""
         self.loop = asyncio.get_running_loop()
         #: done at end of file (or close): what drain_output waits for
@@ -69,7 +73,7 @@ class OutputPump:
                 self.pending = b""
             self.close()
             return
-        *lines, self.pending = (self.pending + chunk).split(b"\n")
+        *lines, self.pending = (self.pending + chunk).split(self.separator)
         if len(self.pending) > 1 << 20:  # a runaway line: pass it on in pieces
             lines.append(self.pending)
             self.pending = b""
@@ -83,6 +87,25 @@ class OutputPump:
         self.resume = None
         if not self.done.done():
             self.loop.add_reader(self.fd, self.readable)
+
+    def drain(self) -> None:
+        """Pass on what is waiting to be read now, without waiting for more, and close."""
+        if self.done.done():
+            return
+        chunks = [self.pending]
+        while True:
+            try:
+                chunk = os.read(self.fd, READ_SIZE)
+            except OSError:  # BlockingIOError: nothing more is waiting
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        self.pending = b""
+        lines = [line for line in b"".join(chunks).split(self.separator) if line]
+        if lines:
+            self.emit(lines)
+        self.close()
 
     def close(self) -> None:
         """Stop reading and close the pipe (idempotent)."""

@@ -20,7 +20,6 @@ import hmac
 import ipaddress
 import logging
 import logging.handlers
-import socket
 from typing import Any
 
 import httpx
@@ -357,7 +356,7 @@ def _syslog_handler(address: str) -> logging.Handler | None:
         handler = logging.handlers.SysLogHandler(
             address=address,
             facility=logging.handlers.SysLogHandler.LOG_MAIL,
-            socktype=socket.SOCK_DGRAM,
+            socktype=None,  # a datagram socket, else a stream (as mailstack's own receiver)
         )
     except OSError as exc:
         log.warning("xoauth2 cannot open syslog at %s: %s", address, exc.strerror)
