@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import imaplib
 import os
+import signal
 import smtplib
 import socket
 import ssl
@@ -553,6 +554,44 @@ def worker_processes(server: MailServer) -> list[int]:
         if b"mailstack.worker" in argv and str(server.root).encode() in b" ".join(argv):
             found.append(int(entry.name))
     return found
+
+
+def dict_answers(path: Path) -> bool:
+    """Whether the worker's dict socket takes a connection and answers a lookup."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(str(path))
+            sock.sendall(b"H3\t2\t0\t\tmailstack\nLshared/userdb/alice@example.com\n")
+            return sock.recv(4096)[:1] == b"O"
+        except OSError:
+            return False
+
+
+def test_logins_work_at_once_after_the_worker_restarts(world: World) -> None:
+    """Dovecot's auth process keeps its connection to the worker's dict between logins;
+    when the worker dies and is started again, the very next login still works."""
+    user = "carol@example.com"
+    for _ in range(3):
+        with imap_session(world.server, world.ports.imap, user, PASSWORD) as client:
+            assert client.select("INBOX")[0] == "OK"
+    (old,) = worker_processes(world.server)
+    os.kill(old, signal.SIGKILL)
+    wait_for(
+        lambda: (
+            worker_processes(world.server) not in ([], [old])
+            and dict_answers(world.server.root / "run/mailstack/dict/dict.sock")
+        ),
+        30,
+        "the worker to be started again",
+    )
+    with imap_session(world.server, world.ports.imap, user, PASSWORD) as client:
+        assert client.select("INBOX")[0] == "OK"
+    with (
+        pytest.raises(imaplib.IMAP4.error),
+        imap_session(world.server, world.ports.imap, user, "not the password"),
+    ):
+        pass
 
 
 def test_one_worker_runs_every_python_service_without_root(world: World) -> None:

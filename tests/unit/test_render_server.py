@@ -356,7 +356,8 @@ def test_dovecot_users_come_from_the_dict_socket(server: ServerLoader) -> None:
     assert conf["passdb"] == {"driver": "dict", "args": auth_file}
     assert conf["userdb"] == {"driver": "dict", "args": auth_file}
     auth = parse_dovecot(content(files, "dovecot-dict-auth.conf.ext"))
-    assert auth["uri"] == f"proxy:{DICT_SOCKET}:mailstack"
+    # kept open between lookups (Dovecot's default hangs up after each one)
+    assert auth["uri"] == f"proxy:idle_msecs=600000:{DICT_SOCKET}:mailstack"
     assert auth["password_key"] == "passdb/%u"
     # app passwords: the user and the password's 8-character ident name the one hash
     app_file = "/srv/mailstack/etc/mailstack/dovecot-dict-apppass.conf.ext"

@@ -246,8 +246,20 @@ def _spam_plugin(paths: Paths) -> str:
 """
 
 
+#: Milliseconds Dovecot's auth process keeps its dict connection to the worker open after a
+#: lookup. Dovecot's own default, 0, hangs up after every lookup, so each delivery and each
+#: login cost a new connection (accept, hello, close) in both processes. A lost connection
+#: (the worker restarted) is opened again at the next lookup.
+DICT_IDLE_MSECS = 600_000
+
+
+def dict_uri(socket: Path) -> str:
+    """The `uri` of a dict passdb/userdb file: the worker's dict socket, kept open."""
+    return f"proxy:idle_msecs={DICT_IDLE_MSECS}:{socket}:mailstack"
+
+
 def render_dict_auth(paths: Paths) -> str:
-    return f"""{GENERATED_HEADER}uri = proxy:{paths.dict_socket}:mailstack
+    return f"""{GENERATED_HEADER}uri = {dict_uri(paths.dict_socket)}
 password_key = passdb/%u
 user_key = userdb/%u
 iterate_prefix = userdb/
@@ -259,7 +271,7 @@ def render_dict_app_passwords(paths: Paths) -> str:
     """The second passdb: the user and the first characters of the password typed name the
     one app password hash that may match (`mailstack.store.apppasswords`); Dovecot verifies
     it, so the rest of the password never leaves Dovecot."""
-    return f"""{GENERATED_HEADER}uri = proxy:{paths.dict_socket}:mailstack
+    return f"""{GENERATED_HEADER}uri = {dict_uri(paths.dict_socket)}
 password_key = apppass/%u/%0.{IDENT_LENGTH}w
 default_pass_scheme = ARGON2ID
 """
