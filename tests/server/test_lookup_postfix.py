@@ -35,6 +35,11 @@ def test_domain_maps(mail: MailStore, postmap: Postmap) -> None:
     assert not postmap("domain", "elsewhere.org").found
     assert postmap("aliasdomain", "example.net").value == "example.com"
     assert not postmap("aliasdomain", "example.com").found
+    # virtual_mailbox_domains: mail is taken for both kinds, in any spelling
+    assert postmap("maildomain", "Example.COM").value == "example.com"
+    assert postmap("maildomain", "example.net").value == "example.net"
+    assert postmap("maildomain", "bücher.example").value == "xn--bcher-kva.example"
+    assert not postmap("maildomain", "elsewhere.org").found
 
 
 def test_mailbox_map(mail: MailStore, postmap: Postmap) -> None:

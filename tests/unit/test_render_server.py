@@ -55,8 +55,7 @@ def listeners(services: dict[str, list[str]]) -> list[str]:
 @pytest.mark.parametrize(
     ("name", "table"),
     [
-        ("virtual_mailbox_domains", "domain"),
-        ("virtual_alias_domains", "aliasdomain"),
+        ("virtual_mailbox_domains", "maildomain"),
         ("virtual_mailbox_maps", "mailbox"),
         ("virtual_alias_maps", "alias"),
         ("smtpd_sender_login_maps", "senderlogin"),
@@ -65,6 +64,11 @@ def listeners(services: dict[str, list[str]]) -> list[str]:
 def test_tables_ask_the_lookup_service(server: ServerLoader, name: str, table: str) -> None:
     """Domains, mailboxes, aliases and sender logins are socketmap lookups on the worker."""
     assert parameter(main_cf(server), name) == f"{SOCKETMAP}:{table}"
+
+
+def test_alias_domains_share_the_mailbox_domain_class(server: ServerLoader) -> None:
+    """One table answers for hosted and alias domains: Postfix's resolver asks once."""
+    assert parameter(main_cf(server), "virtual_alias_domains") == ""
 
 
 def test_port_25_refuses_hosted_senders_from_strangers(server: ServerLoader) -> None:

@@ -100,6 +100,13 @@ _ALIAS_DOMAIN = (
     .select_from(_alias_domains.join(_domains, _alias_domains.c.target_id == _domains.c.id))
     .where(_alias_domains.c.name == bindparam("name"))
 )
+# a domain mail is taken for: hosted, or an alias of a hosted one (one query, one answer)
+_MAIL_DOMAIN = union_all(
+    select(_domains.c.name).where(_domains.c.name == bindparam("name")),
+    select(_alias_domains.c.name)
+    .select_from(_alias_domains.join(_domains, _alias_domains.c.target_id == _domains.c.id))
+    .where(_alias_domains.c.name == bindparam("name")),
+)
 _MAILBOX = select(_users.c.address).where(_users.c.address == bindparam("address"))
 _CATCH_ALL = (
     select(_targets.c.target)
@@ -270,6 +277,10 @@ class Resolver:
     def alias_domain_target(self, name: str) -> str | None:
         rows = self._rows(_ALIAS_DOMAIN, name=name)
         return rows[0][0] if rows else None
+
+    def is_mail_domain(self, name: str) -> bool:
+        """Whether mail for `name` is taken here: a hosted domain or an alias domain."""
+        return bool(self._rows(_MAIL_DOMAIN, name=name))
 
     def has_mailbox(self, address: str) -> bool:
         return bool(self._rows(_MAILBOX, address=address))

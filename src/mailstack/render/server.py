@@ -108,8 +108,10 @@ def server_main_cf_parameters(
         # SMTP smuggling: a bare LF (not CRLF) from a client outside mynetworks is refused
         "smtpd_forbid_bare_newline": "yes",
         # the datastore, through the lookup service
-        "virtual_mailbox_domains": socketmap(paths, "domain"),
-        "virtual_alias_domains": socketmap(paths, "aliasdomain"),
+        # hosted and alias domains are one class: one lookup per address resolved, not two
+        # (see mailstack.lookup.maps); the `alias` map rewrites alias-domain addresses
+        "virtual_mailbox_domains": socketmap(paths, "maildomain"),
+        "virtual_alias_domains": "",
         "virtual_mailbox_maps": socketmap(paths, "mailbox"),
         "virtual_alias_maps": socketmap(paths, "alias"),
         "smtpd_sender_login_maps": socketmap(paths, "senderlogin"),
