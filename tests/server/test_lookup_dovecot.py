@@ -65,6 +65,13 @@ def test_userdb_fields_and_listing(mail: MailStore, dovecot) -> None:
     fields = dict(line.split("\t", 1) for line in found.stdout.splitlines() if "\t" in line)
     assert (fields["sieve_env_spam_threshold"], fields["sieve_env_spam_filter"]) == ("4", "off")
 
+    # no active Sieve script: personal scripts off for the user (no sieve dict opened at
+    # delivery); one activated: the setting's own location, the store's dict
+    assert fields["sieve"] == ""
+    mail.put_script("alice@example.com", "rules", FILE_INTO.format(folder="Filed"), activate=True)
+    found = dovecot.doveadm("user", "alice@example.com")
+    assert "sieve\t" not in found.stdout
+
     listing = dovecot.doveadm("user", "*")
     assert listing.stdout.split() == ["alice@example.com", "bob@example.com"]
 

@@ -71,10 +71,16 @@ def userdb_fields(
     quota_bytes: int | None,
     spam_threshold: int | None = None,
     spam_filter: bool = True,
+    active_script: bool = True,
 ) -> dict[str, str]:
     """The user's fields for Dovecot. The spam ones override plugin settings the global
-    Sieve step reads (`vnd.dovecot.config.spam_threshold`, `...spam_filter`)."""
+    Sieve step reads (`vnd.dovecot.config.spam_threshold`, `...spam_filter`). A user
+    without an active Sieve script gets `sieve` empty (Pigeonhole: no personal script), so
+    a delivery to them does not open a connection to the sieve dict to find none; the
+    global steps (sieve_before, IMAPSieve's mailbox scripts) still run."""
     fields = {"user": address}
+    if not active_script:
+        fields["sieve"] = ""
     if quota_bytes:
         fields["quota_rule"] = f"*:storage={quota_bytes}B"
     if spam_threshold is not None:
@@ -114,7 +120,11 @@ def lookup(resolver: Resolver, key: str, user: str) -> str | None:
             return None
         return json.dumps(
             userdb_fields(
-                account.address, account.quota_bytes, account.spam_threshold, account.spam_filter
+                account.address,
+                account.quota_bytes,
+                account.spam_threshold,
+                account.spam_filter,
+                account.active_script,
             )
         )
     owner = try_address(user) if user else None

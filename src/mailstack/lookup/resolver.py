@@ -122,6 +122,7 @@ _USER = select(
     _users.c.spam_threshold,
     _users.c.spam_filter,
     exists().where(_totp.c.user_id == _users.c.id, _totp.c.enabled).label("totp"),
+    exists().where(_scripts.c.user_id == _users.c.id, _scripts.c.active).label("sieve"),
 ).where(_users.c.address == bindparam("address"))
 _APP_PASSWORD = (
     select(_app_passwords.c.password_hash)
@@ -191,6 +192,7 @@ class Account:
     spam_threshold: int | None = None
     spam_filter: bool = True
     totp: bool = False  # the account password is then refused over IMAP and submission
+    active_script: bool = True  # whether the user has an active Sieve script
 
 
 class Resolver:
@@ -353,7 +355,7 @@ class Resolver:
         rows = self._rows(_USER, address=address)
         if not rows:
             return None
-        address, password_hash, quota, enabled, threshold, spam_filter, totp = rows[0]
+        address, password_hash, quota, enabled, threshold, spam_filter, totp, sieve = rows[0]
         return Account(
             address,
             password_hash,
@@ -362,6 +364,7 @@ class Resolver:
             threshold,
             bool(spam_filter),
             bool(totp),
+            bool(sieve),
         )
 
     def app_password_hash(self, address: str, ident: str) -> str | None:
