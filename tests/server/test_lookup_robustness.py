@@ -92,7 +92,8 @@ def test_dict_garbage_gets_an_error_reply(sqlite_store: MailStore, lookup) -> No
     )
     replies = dict_exchange(lookup.dict_socket, payload, lines=7)
     assert [r[:1] for r in replies] == [b"F", b"F", b"F", b"F", b"O", b"N", b"N"]
-    assert replies[4] == b'O{"user": "alice@example.com"}\n'
+    # the userdb answer (alice has no Sieve script: personal scripts off)
+    assert replies[4] == b'O{"user": "alice@example.com", "sieve": ""}\n'
 
     assert dict_exchange(lookup.dict_socket, b"H9\t0\t0\t\tx\nLk\n", lines=1)[0].startswith(
         b"Funsupported dict protocol major version 9"
