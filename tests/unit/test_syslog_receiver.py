@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.handlers
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from mailstack.runtime import devlog
 from mailstack.runtime.logparse import LogRecord
-from mailstack.runtime.syslog import SyslogReceiver
+from mailstack.runtime.syslog import MAX_CONNECTIONS, SyslogReceiver
 
 GLIBC_CHILD = (
     "import syslog\n"
@@ -83,3 +84,42 @@ async def test_logger_and_python_handlers_reach_it_and_stop_loses_nothing(
     levels = {record.message: record.level for record in seen}
     assert levels["from logger"] == "warning"
     assert not (tmp_path / "dev/log").exists()  # the socket is removed at stop
+
+
+def _open_fds() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+async def test_a_local_user_cannot_use_up_its_descriptors_with_idle_connections(
+    tmp_path: Path,
+) -> None:
+    """The socket is open to every local user: connections past the cap are closed at once,
+    and a client that connected before still logs."""
+    receiver, seen = await _receiver(tmp_path)
+    path = str(tmp_path / "dev/log")
+    first = socket.socket(socket.AF_UNIX)
+    first.connect(path)
+    hoard: list[socket.socket] = []
+    try:
+        await asyncio.sleep(0.05)
+        fds_before = _open_fds()
+
+        def connect() -> None:  # in a thread: the receiver's loop must go on accepting
+            sock = socket.socket(socket.AF_UNIX)
+            hoard.append(sock)
+            sock.settimeout(5)
+            sock.connect(path)
+
+        for _ in range(MAX_CONNECTIONS + 50):
+            await asyncio.to_thread(connect)
+        await asyncio.sleep(0.2)
+        # the test holds its own ends (one per connection); the receiver at most the cap
+        assert _open_fds() - fds_before - len(hoard) <= MAX_CONNECTIONS
+        assert hoard[-1].recv(1) == b""  # one past the cap: closed by the receiver
+        first.sendall(b"<22>opendkim[9]: still heard\0")
+        await _until(lambda: any(record.message == "still heard" for record in seen))
+    finally:
+        for sock in [first, *hoard]:
+            sock.close()
+        await receiver.stop()
+    assert [record.message for record in seen] == ["still heard"]

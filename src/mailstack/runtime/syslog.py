@@ -14,6 +14,10 @@ from mailstack.runtime.logparse import LineObserver, parse_syslog_datagram
 
 #: Connections accepted per wake-up at most.
 MAX_ACCEPTS = 16
+#: Connections open at once at most (each logging process holds one): the socket is open to
+#: every local user, and one that opened connections without end would use up the
+#: supervisor's file descriptors. Past it a new connection is closed at once.
+MAX_CONNECTIONS = 64
 
 
 class SyslogReceiver:
@@ -59,6 +63,9 @@ class SyslogReceiver:
                 conn, _ = sock.accept()
             except OSError:  # nothing more waiting (BlockingIOError), or closed
                 return
+            if len(self._pumps) >= MAX_CONNECTIONS:
+                conn.close()
+                continue
             pump = OutputPump(conn.detach(), self._take, separator=b"\0")
             self._pumps.add(pump)
             pump.done.add_done_callback(functools.partial(self._closed, pump))
