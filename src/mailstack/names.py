@@ -8,6 +8,7 @@ The datastore stores that form, so a lookup is a single exact match on an index.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import idna
@@ -99,6 +100,13 @@ def split_address(address: str) -> tuple[str, str]:
     return local, domain
 
 
+#: Keys the lookup path normalised last; the same few thousand addresses and domains come
+#: back with every message, and normalising one (IDNA rules, a pattern per label) costs more
+#: than the indexed query that follows. Pure functions, so a cached answer is never stale.
+NORMALISED_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=NORMALISED_CACHE)
 def try_address(value: str) -> str | None:
     """Canonical address or None: the lookup path answers "not found" for junk keys."""
     try:
@@ -107,6 +115,7 @@ def try_address(value: str) -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=NORMALISED_CACHE)
 def try_domain(value: str) -> str | None:
     """Canonical domain or None, for lookups."""
     try:
