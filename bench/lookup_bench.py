@@ -1023,9 +1023,9 @@ def interpret(
         f"({one_row:.0f} µs).",
         f"- Inside the service the lookup itself is the smaller part: {inner_us} µs "
         f"({100 * inner_us / served:.0f} %) of the {served:.0f} µs of CPU it spends per "
-        "request at its ceiling. The rest is the way requests reach it: asyncio streams "
-        "(for every request a `wait_for` that creates a task and a timer, a future to wake "
-        "the handler), the event loop and the socket calls.",
+        "request at its ceiling. The rest is the way requests reach it: the event loop's "
+        "wake-up, the protocol callback (`mailstack.netserver.RequestConnection`: framing, "
+        "one write per batch of answers) and the socket calls.",
     ]
     if wins:
         text.append(

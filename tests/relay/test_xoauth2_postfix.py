@@ -6,11 +6,9 @@ import asyncio
 import json
 import smtplib
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import MAILSTACK, Relay, base_env, free_port, message
+from tests.helpers import MAILSTACK, Relay, base_env, eventually, free_port, message
 from tests.xoauth2.servers import (
     CLIENT_ID,
     CLIENT_SECRET,
@@ -19,15 +17,6 @@ from tests.xoauth2.servers import (
     TokenServer,
     xoauth2_relay_env,
 )
-
-
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _send(port: int, recipients: list[str]) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from mailstack.runtime import devlog
 from mailstack.runtime.logparse import LogRecord
 from mailstack.runtime.syslog import MAX_CONNECTIONS, SyslogReceiver
+from tests.helpers import eventually
 
 GLIBC_CHILD = (
     "import syslog\n"
@@ -32,13 +33,6 @@ async def _receiver(tmp_path: Path) -> tuple[SyslogReceiver, list[LogRecord]]:
     return receiver, seen
 
 
-async def _until(check: object, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check() and loop.time() < deadline:  # type: ignore[operator]
-        await asyncio.sleep(0.01)
-
-
 async def test_glibc_syslog_lines_arrive_whole_in_order_and_parsed(tmp_path: Path) -> None:
     receiver, seen = await _receiver(tmp_path)
     try:
@@ -50,7 +44,7 @@ async def test_glibc_syslog_lines_arrive_whole_in_order_and_parsed(tmp_path: Pat
         _, err = await child.communicate()
         assert child.returncode == 0, err
         assert b"lines are lost" not in err  # the private /dev was given
-        await _until(lambda: len(seen) >= 500)
+        await eventually(lambda: len(seen) >= 500, what="500 lines")
     finally:
         await receiver.stop()
     assert [record.message for record in seen] == [f"message {i:03d} signed" for i in range(500)]
@@ -117,7 +111,9 @@ async def test_a_local_user_cannot_use_up_its_descriptors_with_idle_connections(
         assert _open_fds() - fds_before - len(hoard) <= MAX_CONNECTIONS
         assert hoard[-1].recv(1) == b""  # one past the cap: closed by the receiver
         first.sendall(b"<22>opendkim[9]: still heard\0")
-        await _until(lambda: any(record.message == "still heard" for record in seen))
+        await eventually(
+            lambda: any(record.message == "still heard" for record in seen), what="the line"
+        )
     finally:
         for sock in [first, *hoard]:
             sock.close()

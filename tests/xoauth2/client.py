@@ -7,8 +7,6 @@ can assert what Postfix would see for MAIL, for each RCPT and for DATA.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -78,19 +76,3 @@ async def deliver(
             await client.quit()
         except aiosmtplib.SMTPException:
             client.close()
-
-
-async def eventually(
-    check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
-) -> None:
-    """Poll until `check` holds, or fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from mailstack.xoauth2 import MICROSOFT_SCOPE, InitialTokens
+from tests.helpers import eventually
 
-from .client import HopFactory, deliver, eventually
+from .client import HopFactory, deliver
 from .files import expired, file_mode, read_bytes, read_json, remove, write_tokens
 from .servers import USERNAME, RelayServer, TokenServer
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from .client import MESSAGE, HopFactory, deliver, eventually
+from tests.helpers import eventually
+
+from .client import MESSAGE, HopFactory, deliver
 from .files import write_tokens
 from .servers import RelayServer, TokenServer
 
