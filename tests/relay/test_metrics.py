@@ -18,7 +18,7 @@ from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
 from mailstack import __version__
-from mailstack.runtime.logparse import mail_event, parse_postfix_line, parse_syslog_datagram
+from mailstack.runtime.logparse import mail_event, parse_postfix_line, parse_syslog_message
 from tests.helpers import Relay, Sink, base_env, free_port, message, running_relay, wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -148,10 +148,10 @@ def test_mail_event_names_the_counted_postfix_lines(line: str, event: str | None
 
 
 def test_mail_event_counts_opendkim_signatures() -> None:
-    signed = parse_syslog_datagram(
+    signed = parse_syslog_message(
         "<22>Nov 21 12:00:00 opendkim[7]: 4ABC12: DKIM-Signature field added (s=mail, d=a.test)"
     )
-    other = parse_syslog_datagram("<22>Nov 21 12:00:00 opendkim[7]: OpenDKIM Filter starting")
+    other = parse_syslog_message("<22>Nov 21 12:00:00 opendkim[7]: OpenDKIM Filter starting")
     assert (mail_event(signed), mail_event(other)) == ("dkim_signed", None)
 
 

@@ -8,7 +8,7 @@ from mailstack.runtime.logparse import (
     LogRecord,
     mail_event,
     parse_postfix_line,
-    parse_syslog_datagram,
+    parse_syslog_message,
 )
 
 LEVELS = {"debug", "info", "warning", "error", "critical"}
@@ -123,7 +123,7 @@ def test_postfix_line_without_queue_id_has_no_fields() -> None:
 )
 def test_opendkim_datagram_shapes(datagram: str, pid: int | None, message: str) -> None:
     """A syslog datagram yields service, pid (when given) and the message, trailers dropped."""
-    assert parse_syslog_datagram(datagram) == LogRecord(
+    assert parse_syslog_message(datagram) == LogRecord(
         service="opendkim", message=message, pid=pid, level="info", fields={}
     )
 
@@ -142,7 +142,7 @@ def test_opendkim_datagram_shapes(datagram: str, pid: int | None, message: str) 
 )
 def test_opendkim_level_from_syslog_severity(pri: int, level: str) -> None:
     """The level is the syslog severity (the low three bits of PRI)."""
-    assert parse_syslog_datagram(f"<{pri}>opendkim[1]: x").level == level
+    assert parse_syslog_message(f"<{pri}>opendkim[1]: x").level == level
 
 
 # -- Dovecot (its own stderr lines) -------------------------------------------------------------
@@ -194,7 +194,7 @@ GARBLED = [
 @pytest.mark.parametrize("line", GARBLED, ids=range(len(GARBLED)))
 def test_odd_lines_never_raise_and_lose_nothing(line: str) -> None:
     """Garbled text never raises; the record keeps (part of) the line and a known level."""
-    for parse in (parse_postfix_line, parse_syslog_datagram):
+    for parse in (parse_postfix_line, parse_syslog_message):
         record = parse(line)
         assert isinstance(record, LogRecord)
         assert record.level in LEVELS

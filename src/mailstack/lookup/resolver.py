@@ -101,12 +101,7 @@ _ALIAS_DOMAIN = (
     .where(_alias_domains.c.name == bindparam("name"))
 )
 # a domain mail is taken for: hosted, or an alias of a hosted one (one query, one answer)
-_MAIL_DOMAIN = union_all(
-    select(_domains.c.name).where(_domains.c.name == bindparam("name")),
-    select(_alias_domains.c.name)
-    .select_from(_alias_domains.join(_domains, _alias_domains.c.target_id == _domains.c.id))
-    .where(_alias_domains.c.name == bindparam("name")),
-)
+_MAIL_DOMAIN = union_all(_DOMAIN, _ALIAS_DOMAIN)
 _MAILBOX = select(_users.c.address).where(_users.c.address == bindparam("address"))
 _CATCH_ALL = (
     select(_targets.c.target)

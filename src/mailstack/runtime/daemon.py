@@ -36,7 +36,8 @@ Probe = Callable[[], Awaitable[bool]]
 
 
 class OutputPump:
-    """Reads a child's output pipe and hands on whole lines, as many as one read brings.
+    """Reads a child's output pipe (or a syslog client's stream) and hands on whole lines,
+    as many as one read brings.
 
     Plain `os.read` on an `add_reader` callback, not asyncio's subprocess streams: their
     pipe transport reads with a 256 KiB buffer, which glibc serves with mmap and munmap on
@@ -108,7 +109,7 @@ class OutputPump:
         self.close()
 
     def close(self) -> None:
-        """Stop reading and close the pipe (idempotent)."""
+        """Stop reading and close the descriptor (idempotent)."""
         if self.done.done():
             return
         if self.resume is not None:

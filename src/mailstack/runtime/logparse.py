@@ -120,7 +120,9 @@ def parse_worker_line(line: str) -> LogRecord:
     return LogRecord("worker", line)
 
 
-def parse_syslog_datagram(data: str, default_service: str = "opendkim") -> LogRecord:
+def parse_syslog_message(data: str, default_service: str = "opendkim") -> LogRecord:
+    """One `<pri>[timestamp] tag[pid]: message` as syslog(3) sends it (the NUL that ends it
+    on a stream socket, or a trailing newline, dropped)."""
     text = data.rstrip("\n\x00")
     match = _SYSLOG.match(text)
     if not match:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mailstack.log import DaemonLine, emit_daemon_lines
 from mailstack.runtime.daemon import OutputPump
-from mailstack.runtime.logparse import LineObserver, parse_syslog_datagram
+from mailstack.runtime.logparse import LineObserver, parse_syslog_message
 
 #: Connections accepted per wake-up at most.
 MAX_ACCEPTS = 16
@@ -79,7 +79,7 @@ class SyslogReceiver:
         for message in messages:
             for part in message.decode("utf-8", errors="replace").split("\n"):
                 if part.strip():
-                    record = parse_syslog_datagram(part)
+                    record = parse_syslog_message(part)
                     if observe is not None:
                         observe(record)
                     batch.append(
