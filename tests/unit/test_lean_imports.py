@@ -50,15 +50,26 @@ def test_preparing_a_server_loads_no_datastore_or_web_library() -> None:
     assert loaded_after(imports, web_and_store) == []
 
 
+WORKER_AT_START = (
+    "mailstack.worker.__main__, mailstack.worker.services, mailstack.worker.web, "
+    "mailstack.store.engine, mailstack.lookup.service, mailstack.policy, "
+    "mailstack.mtasts.service, mailstack.managesieve, mailstack.milter, "
+    "mailstack.spam.learner, mailstack.web.listeners, mailstack.dkim.requests, "
+    "mailstack.mailqueue"
+)
+
+
 def test_the_worker_loads_web_apps_policy_fetching_keys_and_qr_codes_on_demand() -> None:
     """Everything the worker imports before it serves (its services and their listeners)."""
-    imports = (
-        "mailstack.worker.__main__, mailstack.worker.services, mailstack.worker.web, "
-        "mailstack.lookup.service, mailstack.mtasts.service, mailstack.managesieve, "
-        "mailstack.milter, mailstack.web.listeners, mailstack.dkim.requests, mailstack.mailqueue"
-    )
     on_demand = tuple(name for name in HEAVY if name not in ("sqlalchemy", "alembic"))
-    assert loaded_after(imports, on_demand) == []
+    assert loaded_after(WORKER_AT_START, on_demand) == []
+
+
+def test_the_worker_answers_the_mail_daemons_without_the_orm() -> None:
+    """Lookups, the sender milter and greylisting query the Core tables; SQLAlchemy's ORM
+    and the service layer come with the first ManageSieve login or web request."""
+    orm = ("sqlalchemy.orm", "mailstack.store.models", "mailstack.store.service")
+    assert loaded_after(WORKER_AT_START, orm) == []
 
 
 def test_the_store_package_loads_sqlalchemy_only_when_its_names_are_used() -> None:

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailstack.api.problems import problem
-from mailstack.store.service import MAX_SCRIPT_BYTES
+from mailstack.sieve import MAX_SCRIPT_BYTES
 
 #: A 1 MiB script whose every character needs a JSON escape of two, plus the rest.
 MAX_BODY_BYTES = 2 * MAX_SCRIPT_BYTES + 64 * 1024

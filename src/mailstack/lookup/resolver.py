@@ -29,17 +29,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from mailstack.names import split_address
+from mailstack.store import tables
 from mailstack.store.errors import StoreUnavailable
-from mailstack.store.models import (
-    Alias,
-    AliasDomain,
-    AliasTarget,
-    AppPassword,
-    Domain,
-    SieveScript,
-    User,
-    UserTotp,
-)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -48,14 +39,14 @@ if TYPE_CHECKING:
 
 MAX_EXPANSION = 50  # addresses visited when finding who may send as an address
 
-_domains = Domain.__table__
-_alias_domains = AliasDomain.__table__
-_users = User.__table__
-_aliases = Alias.__table__
-_targets = AliasTarget.__table__
-_scripts = SieveScript.__table__
-_app_passwords = AppPassword.__table__
-_totp = UserTotp.__table__
+_domains = tables.domains
+_alias_domains = tables.alias_domains
+_users = tables.users
+_aliases = tables.aliases
+_targets = tables.alias_targets
+_scripts = tables.sieve_scripts
+_app_passwords = tables.app_passwords
+_totp = tables.user_totp
 
 # How an address resolves, lowest kind wins: an explicit alias, then a mailbox, then the
 # domain's catch-all, then an alias domain. One round trip answers all four questions.

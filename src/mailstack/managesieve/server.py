@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from mailstack.managesieve.session import PRELOGIN_IDLE_TIMEOUT, Checker, Session, Settings
 from mailstack.managesieve.wire import MAX_LINE, status
 from mailstack.netserver import Address, Listener
-from mailstack.sieve import SIEVE_EXTENSIONS, check_script
-from mailstack.store import MailStore
-from mailstack.store.service import MAX_SCRIPT_BYTES
+from mailstack.sieve import MAX_SCRIPT_BYTES, SIEVE_EXTENSIONS, check_script
 from mailstack.throttle import LoginThrottle
+
+if TYPE_CHECKING:
+    from mailstack.store import MailStore
 
 MANAGESIEVE_PORT = 4190
 IDLE_TIMEOUT = 600.0  # seconds without a command before the server says BYE (logged in)
@@ -29,6 +32,9 @@ AUTH_FAILURE_DELAY = 1.0  # seconds before a failed login is answered, against g
 class ManageSieveServer(Listener):
     """RFC 5804 server whose scripts live in mailstack's datastore.
 
+    `store` is the datastore, or a function that opens it at the first login: the worker
+    passes one, so that SQLAlchemy's ORM is loaded only once somebody uses ManageSieve.
+
     `ssl_context` enables STARTTLS; with it, logins are refused until TLS is up unless
     `allow_plaintext_auth` is set (meant for loopback tests). Uploaded scripts go through
     `checker` (by default Pigeonhole's sievec) and are refused with its message if invalid.
@@ -39,7 +45,7 @@ class ManageSieveServer(Listener):
 
     def __init__(
         self,
-        store: MailStore,
+        store: MailStore | Callable[[], MailStore],
         *,
         ssl_context: ssl.SSLContext | None = None,
         checker: Checker = check_script,
@@ -57,7 +63,7 @@ class ManageSieveServer(Listener):
         if not 0 < max_script_bytes <= MAX_SCRIPT_BYTES:
             raise ValueError(f"max_script_bytes must be between 1 and {MAX_SCRIPT_BYTES}")
         self.settings = Settings(
-            store=store,
+            open_store=store if callable(store) else lambda: store,
             ssl_context=ssl_context,
             checker=checker,
             max_script_bytes=max_script_bytes,

@@ -15,7 +15,8 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mailstack import __version__
 from mailstack.managesieve import sasl
@@ -35,9 +36,11 @@ from mailstack.managesieve.wire import (
 )
 from mailstack.names import try_address, validate_script_name
 from mailstack.sieve import SieveCheckUnavailable
-from mailstack.store import Conflict, InvalidInput, MailStore, NotFound, StoreUnavailable
-from mailstack.store.security import AccountSecurity
+from mailstack.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
 from mailstack.throttle import LoginThrottle
+
+if TYPE_CHECKING:
+    from mailstack.store import MailStore
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ HAVESPACE_MAX = 4294967295  # number = 1*DIGIT, at most 2^32 - 1 (RFC 5804 secti
 class Settings:
     """What every session of one server shares."""
 
-    store: MailStore
+    open_store: Callable[[], MailStore]
     ssl_context: ssl.SSLContext | None
     checker: Checker
     max_script_bytes: int
@@ -69,6 +72,11 @@ class Settings:
     extensions: tuple[str, ...]
     throttle: LoginThrottle
     prelogin_idle_timeout: float = PRELOGIN_IDLE_TIMEOUT
+
+    @cached_property
+    def store(self) -> MailStore:
+        """The datastore, opened at its first use (the first login)."""
+        return self.open_store()
 
 
 class _Close(Exception):
@@ -334,6 +342,8 @@ class Session:
         store = self.settings.store
         # the mail-client rule (app passwords; the account password only while TOTP is off);
         # an unknown user is checked too (against a dummy hash): same cost, same answer
+        from mailstack.store.security import AccountSecurity  # with the store: at first login
+
         check = AccountSecurity(store).verify_mail_password
         valid = await self._store(check, user or "", credentials.password)
         if not valid:

@@ -25,13 +25,12 @@ import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     Connection,
     CursorResult,
     Engine,
-    Table,
     and_,
     case,
     delete,
@@ -52,12 +51,12 @@ from mailstack.policy.greylist import (
     normalise_allow_entry,
     purge_cutoffs,
 )
+from mailstack.store import tables
 from mailstack.store.errors import Conflict, InvalidInput, NotFound, StoreUnavailable
-from mailstack.store.models import GreylistAllow, GreylistClient, GreylistTriplet, utcnow
 
-_triplets = cast(Table, GreylistTriplet.__table__)
-_clients = cast(Table, GreylistClient.__table__)
-_allow = cast(Table, GreylistAllow.__table__)
+_triplets = tables.greylist_triplets
+_clients = tables.greylist_clients
+_allow = tables.greylist_allow
 
 # A compare-and-set write reads its rowcount; without this, SQLAlchemy does not keep it for
 # an INSERT on PostgreSQL (it reports -1).
@@ -238,7 +237,7 @@ def add_allow_entry(
 ) -> AllowEntry:
     """Never greylist what matches: Conflict if the entry exists, InvalidInput if bad."""
     _check_kind(kind)
-    entry = AllowEntry(kind, normalise_allow_entry(kind, value), comment, utcnow())
+    entry = AllowEntry(kind, normalise_allow_entry(kind, value), comment, tables.utcnow())
     try:
         with engine.begin() as conn:
             conn.execute(

@@ -5,6 +5,11 @@ silently falls back to keeping every message. Checking with the same compiler wh
 is uploaded turns that silent failure into an error the user sees at once.
 """
 
-from mailstack.sieve.check import SIEVE_EXTENSIONS, SieveCheckUnavailable, check_script
+from mailstack.sieve.check import (
+    MAX_SCRIPT_BYTES,
+    SIEVE_EXTENSIONS,
+    SieveCheckUnavailable,
+    check_script,
+)
 
-__all__ = ["SIEVE_EXTENSIONS", "SieveCheckUnavailable", "check_script"]
+__all__ = ["MAX_SCRIPT_BYTES", "SIEVE_EXTENSIONS", "SieveCheckUnavailable", "check_script"]

@@ -20,6 +20,7 @@ from mailstack.errors import ExitCode, MailstackError
 SIEVEC = "sievec"
 CHECK_TIMEOUT = 30.0  # seconds; compiling even a 1 MiB script takes a fraction of that
 SCRIPT_STEM = "script"
+MAX_SCRIPT_BYTES = 1024 * 1024  # Dovecot's default sieve_max_script_size
 
 # What sievec accepts in `require` with the empty configuration (a test compiles each
 # one), minus `include`: scripts live in the database, so there is nothing to include.

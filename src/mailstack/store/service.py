@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from mailstack import names
+from mailstack.sieve.check import MAX_SCRIPT_BYTES
 from mailstack.store import passwords, tokens
 from mailstack.store.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable
 from mailstack.store.models import (
@@ -60,7 +61,6 @@ ROLE_LOCAL_PARTS = frozenset(
     }
 )
 
-MAX_SCRIPT_BYTES = 1024 * 1024  # Dovecot's default sieve_max_script_size
 MAX_ALIAS_TARGETS = 1000
 
 #: A token's name, its user's address (None: an admin token) and its creation time.

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # each service imports what it needs when it is made
     from sqlalchemy import Engine
 
     from mailstack.lookup.service import Endpoint
+    from mailstack.store import MailStore
 
 
 class Service(Protocol):
@@ -153,10 +154,14 @@ class ManageSieve:
 
     def __init__(self, engine: Engine, address: HostPort, context: ssl.SSLContext) -> None:
         from mailstack.managesieve import ManageSieveServer
-        from mailstack.store import MailStore
+
+        def open_store() -> MailStore:  # at the first login: the ORM is loaded only then
+            from mailstack.store import MailStore
+
+            return MailStore(engine)
 
         self.address = address
-        self.server = ManageSieveServer(MailStore(engine), ssl_context=context)
+        self.server = ManageSieveServer(open_store, ssl_context=context)
 
     async def start(self) -> None:
         await self.server.start(self.address.host, self.address.port)
