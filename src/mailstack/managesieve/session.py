@@ -228,6 +228,13 @@ class Session:
     async def _ok(self, message: str = "Done", code: bytes | str | None = None) -> None:
         await self._send(status("OK", message, code))
 
+    def _verify(self, user: str, password: str) -> bool:
+        """The password check, in a thread: the first one opens the store and loads the
+        ORM, which must not stall the worker's other listeners."""
+        from mailstack.store.security import AccountSecurity
+
+        return AccountSecurity(self.settings.store).verify_mail_password(user, password)
+
     async def _store(self, method: Callable[..., T], *args: Any, conflict: str = "") -> T:
         """Call the store in a thread; map its errors to NO replies."""
         try:
@@ -339,13 +346,9 @@ class Session:
         wait = throttle.delay(self.client, user)
         if wait:  # earlier failures from this address or for this account slow it down
             await asyncio.sleep(wait)
-        store = self.settings.store
         # the mail-client rule (app passwords; the account password only while TOTP is off);
         # an unknown user is checked too (against a dummy hash): same cost, same answer
-        from mailstack.store.security import AccountSecurity  # with the store: at first login
-
-        check = AccountSecurity(store).verify_mail_password
-        valid = await self._store(check, user or "", credentials.password)
+        valid = await self._store(self._verify, user or "", credentials.password)
         if not valid:
             self.auth_failures += 1
             throttle.failed(self.client, user)
