@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, computed_field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Out(BaseModel):
@@ -70,11 +70,7 @@ class UserOut(Out):
     enabled: bool
     admin: bool = Field(description="may use the web UI's admin pages")
     created_at: datetime
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def domain(self) -> str:
-        return self.address.rpartition("@")[2]
+    domain: str
 
 
 class UserSettingsIn(Body):
@@ -153,11 +149,7 @@ class AliasOut(Out):
     source: str
     targets: list[str]
     catch_all: bool = Field(description="the source is @domain")
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def domain(self) -> str:
-        return self.source.rpartition("@")[2]
+    domain: str
 
 
 class ScriptIn(Body):

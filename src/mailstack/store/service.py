@@ -115,6 +115,10 @@ class UserInfo:
     created_at: datetime
     admin: bool = False  # may use the web UI's admin pages
 
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
     @classmethod
     def of(cls, user: User) -> UserInfo:
         return cls(user.address, user.quota_bytes, user.enabled, user.created_at, user.admin)
@@ -128,6 +132,10 @@ class AliasInfo:
     @property
     def catch_all(self) -> bool:
         return self.source.startswith("@")
+
+    @property
+    def domain(self) -> str:
+        return self.source.rpartition("@")[2]
 
 
 @dataclass(frozen=True)
