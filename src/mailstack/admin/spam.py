@@ -12,20 +12,23 @@ from typing import Annotated
 
 import typer
 
-from mailstack.admin.common import AdminError, AsJson, Database, group, open_store, reporting, show
+from mailstack.admin.common import (
+    AdminError,
+    AsJson,
+    Database,
+    group,
+    open_store,
+    reporting,
+    root_option,
+    show,
+)
 from mailstack.errors import ExitCode
 from mailstack.paths import Paths
 
 app = group("Per-user spam training (rspamd's Bayes statistics, one set per user).")
 
 Root = Annotated[
-    Path,
-    typer.Option(
-        "--root",
-        envvar="MAILSTACK_ROOT",
-        metavar="DIR",
-        help="MAILSTACK_ROOT of the running server (its Maildirs and rspamd's sockets).",
-    ),
+    Path, root_option("the running server's root (its Maildirs and rspamd's sockets).")
 ]
 
 
