@@ -1,6 +1,6 @@
 """Relay benchmark: mailstack against a hand-written Postfix + OpenDKIM, measured in one run.
 
-    .venv/bin/python -m bench.relay_bench [--messages 2000] [--sessions 10] [--rounds 3]
+    .venv/bin/python -m bench.relay_bench [--messages 2000] [--sessions 10] [--rounds 5]
 
 Both sides relay 5 KB messages from `smtp-source` to an `smtp-sink` on loopback with DKIM
 signing over a unix-socket milter. Reported: end-to-end throughput (first message sent until the
@@ -297,7 +297,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--sessions", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--set",
         action="append",
