@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh --test
-.venv/bin/ruff check src tests bench
-.venv/bin/ruff format --check src tests bench
+.venv/bin/ruff check src tests bench scripts
+.venv/bin/ruff format --check src tests bench scripts
 .venv/bin/mypy
 set +e
-.venv/bin/python -m pytest -n 4 --dist loadfile "$@"
+# under scripts/reap.py: a daemon a killed test worker could not stop is stopped at the end
+.venv/bin/python scripts/reap.py .venv/bin/python -m pytest -n 4 --dist loadfile "$@"
 code=$?
 set -e
 if [[ $code -eq 5 ]]; then
