@@ -7,6 +7,7 @@ a test makes are removed in teardown, whatever happened.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -32,7 +33,8 @@ from tests.helpers import free_port
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-image.sh"
 CHART = REPO / "deploy" / "helm" / "mailstack"
-IMAGE = "localhost/mailstack:dev"
+# One tag per checkout: two checkouts' suites on one host must not run each other's image.
+IMAGE = f"localhost/mailstack:test-{hashlib.sha256(str(REPO).encode()).hexdigest()[:12]}"
 STATE = Path(os.environ.get("MAILSTACK_CONTAINERS_STATE", "/var/tmp/mailstack-containers"))
 # Deadlines, not expectations: a cold start generates a DKIM key and starts two daemons.
 READY_TIMEOUT = 90.0
