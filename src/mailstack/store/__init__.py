@@ -1,9 +1,10 @@
 """The datastore: domains, users, aliases and sieve scripts (SQLite or PostgreSQL).
 
-Writers use `MailStore` (the service layer); the lookup service reads the tables in
-`models` directly. The names below are loaded at their first use: SQLAlchemy comes with
-them, and processes that only need a lean submodule (the supervisor renders Dovecot's
-configuration with `apppasswords`' format) must not pay for it.
+Writers use `MailStore` (the service layer, ORM classes in `models`); the lookup service
+and greylisting query the Core tables in `tables` directly, without the ORM. The names
+below are loaded at their first use: SQLAlchemy comes with them, and processes that only
+need a lean submodule (the supervisor renders Dovecot's configuration with
+`apppasswords`' format) must not pay for it.
 """
 
 from __future__ import annotations
