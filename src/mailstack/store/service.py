@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from mailstack import names
-from mailstack.sieve.check import MAX_SCRIPT_BYTES
+from mailstack.sieve import MAX_SCRIPT_BYTES
 from mailstack.store import passwords, tokens
 from mailstack.store.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable
 from mailstack.store.models import (
