@@ -42,6 +42,8 @@ def test_queue_survives_graceful_stop_and_is_delivered_once(root: Path, port: in
                     message("app@example.com", f"r{n}@example.net", subject=f"m{n}"),
                 )
         wait_for(lambda: relay.log.count("status=deferred") >= 3, 30, "3 deferrals")
+        # smtp logs a deferral before qmgr moves the file into the deferred queue.
+        wait_for(lambda: len(relay.queue_ids("deferred")) == 3, 10, "3 deferred files")
         assert relay.stop() == 0
     finally:
         relay.cleanup()

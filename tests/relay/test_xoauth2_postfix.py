@@ -58,7 +58,8 @@ async def test_postfix_relays_through_xoauth2(root: Path, port: int) -> None:
             for line in relay.log.splitlines()
             if "later@example.net" in line and "status=bounced" in line
         ]
-        assert relay.queue_ids("deferred")
+        # smtp logs the deferral before qmgr moves the file into the deferred queue.
+        await eventually(lambda: bool(relay.queue_ids("deferred")), 10, "the deferred queue")
         for secret in (CLIENT_SECRET, issued.access_token, issued.refresh_token):
             assert secret not in relay.log
         assert await asyncio.to_thread(relay.stop) == 0

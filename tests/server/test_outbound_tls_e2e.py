@@ -106,6 +106,12 @@ class World:
         deferred queue. (`postqueue -j`'s delay reason, the log lines about it)"""
         status, lines = self.attempt(recipient)
         assert status == "deferred", lines
+        # smtp logs the deferral before qmgr moves the file from the active queue.
+        wait_for(
+            lambda: (self.queued(recipient) or {}).get("queue") != "active",
+            10,
+            "the message to leave the active queue",
+        )
         entry = self.queued(recipient)
         assert entry is not None, f"the message left the queue\n{lines}"
         assert entry["queue"] == "deferred", entry
