@@ -28,6 +28,19 @@ from mailstack.dkim.keys import generate_private_key, render_txt
 
 RESULTS = Path(__file__).parent / "results"
 DOMAIN = "example.com"
+#: Where the benches build their roots. Not under /var/tmp: OpenDKIM checks every folder
+#: above a key file and, finding a world-writable one, logs "key data is not secure" at
+#: every signature, a line per message no real deployment (keys under /etc) writes.
+WORK = Path("/var/lib/mailstack-bench")
+
+
+def work_folder(prefix: str) -> Path:
+    """A fresh folder under WORK, readable by the daemons' users."""
+    WORK.mkdir(mode=0o755, exist_ok=True)
+    WORK.chmod(0o755)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=WORK))
+    folder.chmod(0o755)
+    return folder
 
 
 def free_port() -> int:
@@ -306,8 +319,7 @@ def main() -> None:
         help="extra environment for the mailstack side (to try variants)",
     )
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="mailstack-bench-", dir="/var/tmp"))
-    folder.chmod(0o755)
+    folder = work_folder("relay-")
     msg = message_file(folder)
     sink = Sink(folder)
     sides = {"baseline": Baseline(folder, sink), "mailstack": Mailstack(folder, sink)}

@@ -28,7 +28,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from datetime import datetime
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench.lookup_bench import waiting_seconds
-from bench.relay_bench import descendants, free_port, wait
+from bench.relay_bench import descendants, free_port, wait, work_folder
 from bench.server_baseline import Baseline
 from bench.sqlite_maps import Dataset, fill_store
 from mailstack.store.passwords import hash_password
@@ -463,8 +462,7 @@ def main() -> None:
         "--py-spy", action="store_true", help="an extra round sampling mailstack's Python"
     )
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="mailstack-server-bench-", dir="/var/tmp"))
-    folder.chmod(0o755)
+    folder = work_folder("server-")
     msg = message_file(folder)
     report: dict[str, Any] = {
         "cores": os.cpu_count(),

@@ -18,12 +18,11 @@ import shutil
 import signal
 import smtplib
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from bench.relay_bench import descendants, free_port, wait
+from bench.relay_bench import descendants, free_port, wait, work_folder
 from bench.server_bench import SPAM_OFFLINE, USERS, launch_server, maildir_count, pss_by_program
 
 RESULTS = Path(__file__).parent / "results"
@@ -63,8 +62,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=20.0, help="messages a second")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="mailstack-soak-", dir="/var/tmp"))
-    root.chmod(0o755)
+    root = work_folder("soak-")
     smtp = free_port()
     proc = start_server(root, smtp)
     stop = threading.Event()
