@@ -32,11 +32,19 @@ def children() -> list[int]:
 
 
 def describe(pid: int) -> str:
+    """`pid` and its command line. A process caught in the middle of an exec (or already
+    exited, not yet reaped) shows an empty one for a moment: ask again, then take the
+    kernel's short name."""
+    proc = Path(f"/proc/{pid}")
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").strip()
+        for _ in range(20):
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").strip()
+            if cmdline:
+                return f"pid {pid}: {cmdline.decode(errors='replace')[:200]}"
+            time.sleep(0.01)
+        return f"pid {pid}: [{(proc / 'comm').read_text().strip()}]"
     except OSError:
         return f"pid {pid}"
-    return f"pid {pid}: {cmdline.decode(errors='replace')[:200]}"
 
 
 def reap_exited() -> None:
