@@ -47,7 +47,7 @@ def list_aliases(
     records = [
         {
             "source": a.source,
-            "domain": a.source.rpartition("@")[2],
+            "domain": a.domain,
             "targets": list(a.targets),
             "catch_all": a.catch_all,
         }

@@ -74,7 +74,7 @@ def list_users(
     records = [
         {
             "address": u.address,
-            "domain": u.address.rpartition("@")[2],
+            "domain": u.domain,
             "quota_bytes": u.quota_bytes,
             "enabled": u.enabled,
             "admin": u.admin,

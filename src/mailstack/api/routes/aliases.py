@@ -26,9 +26,7 @@ def list_aliases(
         return [AliasOut.model_validate(a) for a in store.list_aliases(domain)]
     mine = store.aliases_delivering_to(caller.user)
     wanted = None if domain is None else names.normalise_domain(domain)
-    return [
-        AliasOut.model_validate(a) for a in mine if wanted in (None, a.source.rpartition("@")[2])
-    ]
+    return [AliasOut.model_validate(a) for a in mine if wanted in (None, a.domain)]
 
 
 def _only_self(caller_user: str, targets: list[str]) -> None:
